@@ -1,0 +1,57 @@
+"""Asyncio token lifecycle for Illumina ICA v2 and the Illumina platform console v1.
+
+Mint, refresh and share bearer tokens across thousands of tasks with one request per refresh,
+and never put a secret in a log. Start with `TokenManager.for_ica(ApiKey(...))`.
+"""
+
+from ._console import CONSOLE_BASE_URL, ConsoleTokenApi
+from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
+from ._errors import (
+    ApiError,
+    BadRequestError,
+    ForbiddenError,
+    IcaError,
+    InvalidResponseError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    TokenUnavailableError,
+    TransportError,
+    TransportTimeoutError,
+    UnauthorizedError,
+)
+from ._ica import ICA_BASE_URL, IcaTokenApi
+from ._models import Domain, ErrorResponse, Problem, TokenDetailResponse, TokenResponse, Workgroup
+from ._token import Token
+from ._version import __version__
+
+__all__ = [
+    "CONSOLE_BASE_URL",
+    "ICA_BASE_URL",
+    "ApiError",
+    "ApiKey",
+    "BadRequestError",
+    "BasicAuth",
+    "ConsoleTokenApi",
+    "Domain",
+    "ErrorResponse",
+    "ForbiddenError",
+    "IcaError",
+    "IcaTokenApi",
+    "InvalidResponseError",
+    "Jwt",
+    "NotFoundError",
+    "Problem",
+    "PsToken",
+    "RateLimitError",
+    "ServerError",
+    "Token",
+    "TokenDetailResponse",
+    "TokenResponse",
+    "TokenUnavailableError",
+    "TransportError",
+    "TransportTimeoutError",
+    "UnauthorizedError",
+    "Workgroup",
+    "__version__",
+]

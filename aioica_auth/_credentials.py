@@ -1,0 +1,123 @@
+"""Credentials: what a caller proves itself with. Their repr and str never show the secret."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import attrs
+
+__all__ = ["ApiKey", "BasicAuth", "Credential", "Jwt", "PsToken", "fingerprint"]
+
+
+def fingerprint(secret: str) -> str:
+    """A short, stable, non-reversible name for a secret, fit for logs: 8 hex digits of SHA-256."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:8]
+
+
+def _not_blank(instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str):
+        msg = (
+            f"{type(instance).__name__}.{attribute.name} must be a str, not {type(value).__name__}"
+        )
+        raise TypeError(msg)
+    if not value.strip():
+        msg = f"{type(instance).__name__}.{attribute.name} must not be empty or whitespace"
+        raise ValueError(msg)
+    if value != value.strip() or any(c in value for c in "\r\n\0"):
+        msg = (
+            f"{type(instance).__name__}.{attribute.name} has leading or trailing whitespace "
+            "or a control character (a copy-paste slip?)"
+        )
+        raise ValueError(msg)
+
+
+def _secret_repr(cls_name: str, secret: str, extra: str = "") -> str:
+    return f"{cls_name}({extra}fingerprint={fingerprint(secret)!r})"
+
+
+@attrs.frozen(repr=False)
+class ApiKey:
+    """An Illumina API key, sent as `X-API-Key` to mint JWTs."""
+
+    key: str = attrs.field(validator=_not_blank)
+
+    def __repr__(self) -> str:
+        return _secret_repr("ApiKey", self.key)
+
+    __str__ = __repr__
+
+
+@attrs.frozen(repr=False)
+class BasicAuth:
+    """A username (e-mail address) and password, sent as HTTP Basic to mint JWTs.
+
+    Basic authentication does not work for accounts with single sign-on.
+    """
+
+    username: str = attrs.field(validator=_not_blank)
+    password: str = attrs.field(validator=_not_blank)
+
+    @property
+    def authorization(self) -> str:
+        """The `Authorization` header value."""
+        raw = f"{self.username}:{self.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode("ascii")
+
+    def __repr__(self) -> str:
+        # The username is not a secret, but it is personal data: show its fingerprint too.
+        return _secret_repr(
+            "BasicAuth", self.password, f"username_fp={fingerprint(self.username)!r}, "
+        )
+
+    __str__ = __repr__
+
+
+@attrs.frozen(repr=False)
+class PsToken:
+    """An Illumina psToken (a platform session token), sent as `Bearer` to mint JWTs."""
+
+    token: str = attrs.field(validator=_not_blank)
+
+    def __repr__(self) -> str:
+        return _secret_repr("PsToken", self.token)
+
+    __str__ = __repr__
+
+
+@attrs.frozen(repr=False)
+class Jwt:
+    """A JWT you already hold; the manager refreshes it for as long as the server allows."""
+
+    token: str = attrs.field(validator=_not_blank)
+
+    def __repr__(self) -> str:
+        return _secret_repr("Jwt", self.token)
+
+    __str__ = __repr__
+
+
+Credential = ApiKey | BasicAuth | PsToken | Jwt
+"""Any credential."""
+
+
+def auth_headers(credential: Credential) -> dict[str, str]:
+    """The request headers that present `credential` to a token endpoint."""
+    if isinstance(credential, ApiKey):
+        return {"X-API-Key": credential.key}
+    if isinstance(credential, BasicAuth):
+        return {"Authorization": credential.authorization}
+    if isinstance(credential, PsToken | Jwt):
+        return {"Authorization": "Bearer " + credential.token}
+    msg = f"expected ApiKey, BasicAuth, PsToken or Jwt, not {type(credential).__name__}"
+    raise TypeError(msg)
+
+
+def secrets_of(credential: Credential) -> tuple[str, ...]:
+    """The secret strings of a credential, for scrubbing error excerpts."""
+    if isinstance(credential, ApiKey):
+        return (credential.key,)
+    if isinstance(credential, BasicAuth):
+        return (credential.password, credential.authorization.split(" ", 1)[1])
+    return (credential.token,)

@@ -1,0 +1,179 @@
+"""Everything aioica_auth raises.
+
+```
+IcaError
+├── ApiError                      an HTTP error answer (.status, .problem, .method, .url, .excerpt)
+│   ├── BadRequestError           400
+│   ├── UnauthorizedError         401
+│   ├── ForbiddenError            403
+│   ├── NotFoundError             404
+│   ├── RateLimitError            429 (.retry_after, seconds)
+│   ├── ServerError               5xx
+│   └── InvalidResponseError      a 2xx answer that is not what the API defines
+├── TransportError                the request did not get an answer (connection, TLS, disconnect)
+│   └── TransportTimeoutError     ... because it timed out (also a builtin TimeoutError)
+└── TokenUnavailableError         the manager cannot hand out a valid token (cause chained)
+```
+
+No message or attribute of these carries a secret: URLs are stripped of their query, body
+excerpts are cut short and scrubbed of anything that looks like a token or of the request's
+own credentials.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from ._models import ErrorResponse, Problem
+
+__all__ = [
+    "ApiError",
+    "BadRequestError",
+    "ForbiddenError",
+    "IcaError",
+    "InvalidResponseError",
+    "NotFoundError",
+    "RateLimitError",
+    "ServerError",
+    "TokenUnavailableError",
+    "TransportError",
+    "TransportTimeoutError",
+    "UnauthorizedError",
+]
+
+_EXCERPT_LIMIT = 200
+# JWTs (three base64url segments, header starting "eyJ"), and long opaque tokens.
+_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*")
+_BEARER_RE = re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+
+
+class IcaError(Exception):
+    """Root of every error aioica_auth raises."""
+
+
+class ApiError(IcaError):
+    """The server answered with an HTTP error status.
+
+    Attributes:
+        status: The HTTP status code.
+        problem: The decoded `Problem` (ICA v2) or `ErrorResponse` (console v1), if the body
+            held one.
+        method: The request method.
+        url: The request URL without its query string.
+        excerpt: A short, scrubbed excerpt of the body (for non-JSON answers such as an HTML
+            error page).
+        retry_after: Seconds the server asked us to wait before trying again (`Retry-After`,
+            in seconds or as an HTTP date), or None when it did not say.
+        reason: What the client found wrong, when it is not the status alone.
+    """
+
+    status: int
+    problem: Problem | ErrorResponse | None
+    method: str
+    url: str
+    excerpt: str
+    retry_after: float | None
+    reason: str
+
+    def __init__(
+        self,
+        status: int,
+        *,
+        method: str = "",
+        url: str = "",
+        problem: Problem | ErrorResponse | None = None,
+        excerpt: str = "",
+        reason: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.retry_after = retry_after
+        self.reason = reason
+        self.problem = problem
+        self.method = method
+        self.url = url
+        self.excerpt = excerpt
+        super().__init__(self._message(reason))
+
+    def _message(self, reason: str) -> str:
+        head = f"{self.method} {self.url}".strip()
+        parts = [f"HTTP {self.status}" + (f" from {head}" if head else "")]
+        if reason:
+            parts.append(reason)
+        if isinstance(self.problem, Problem):
+            parts.extend(p for p in (self.problem.title, self.problem.detail) if p)
+        elif isinstance(self.problem, ErrorResponse):
+            parts.extend(p for p in (self.problem.code, self.problem.message) if p)
+        elif self.excerpt:
+            parts.append(repr(self.excerpt))
+        return ": ".join(parts)
+
+
+class BadRequestError(ApiError):
+    """400 Bad Request."""
+
+
+class UnauthorizedError(ApiError):
+    """401 Unauthorized: the credential or token was not accepted."""
+
+
+class ForbiddenError(ApiError):
+    """403 Forbidden."""
+
+
+class NotFoundError(ApiError):
+    """404 Not Found: usually a wrong base URL."""
+
+
+class RateLimitError(ApiError):
+    """429 Too Many Requests; `retry_after` says how long the server asked us to wait."""
+
+
+class ServerError(ApiError):
+    """5xx: the server or a gateway in front of it failed."""
+
+
+class InvalidResponseError(ApiError):
+    """A success status whose body is not what the API defines (not JSON, no token, ...)."""
+
+
+class TransportError(IcaError):
+    """No HTTP answer: connection refused or reset, TLS failure, server disconnected."""
+
+
+class TransportTimeoutError(TransportError, TimeoutError):
+    """The request timed out."""
+
+
+class TokenUnavailableError(IcaError):
+    """The manager cannot hand out a valid token; `__cause__` holds the last failure."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequestError,
+    401: UnauthorizedError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    429: RateLimitError,
+}
+
+
+def error_class(status: int) -> type[ApiError]:
+    """The `ApiError` subclass for an HTTP status."""
+    if status >= 500:
+        return ServerError
+    return _BY_STATUS.get(status, ApiError)
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """Cut `text` to a short excerpt with tokens and the given secrets replaced by `***`."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _JWT_RE.sub("***", text)
+    text = _BEARER_RE.sub(r"\1 ***", text)
+    text = " ".join(text.split())
+    if len(text) > _EXCERPT_LIMIT:
+        text = text[:_EXCERPT_LIMIT] + "…"
+    return text

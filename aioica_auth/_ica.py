@@ -1,0 +1,139 @@
+"""ICA v2 token endpoints (`/ica/rest/api/tokens`, `/ica/rest/api/tokens:refresh`)."""
+
+from __future__ import annotations
+
+import aiohttp
+import yarl
+
+from ._credentials import ApiKey, BasicAuth, Jwt, PsToken, auth_headers, secrets_of
+from ._errors import InvalidResponseError
+from ._http import DEFAULT_TIMEOUT, HttpCore, Reply
+from ._models import IcaTokenBody
+from ._token import Token, decode_answer
+
+__all__ = ["ICA_BASE_URL", "IcaTokenApi"]
+
+ICA_BASE_URL = "https://ica.illumina.com/ica/rest"
+"""The one global ICA v2 API host (regions only change storage)."""
+
+# What the generated clients send: the success type first, problem details for errors.
+_ACCEPT = "application/vnd.illumina.v3+json, application/problem+json"
+_OK = (200, 201)  # the spec says 200; some deployments answered 201
+
+
+class IcaTokenApi:
+    """Raw calls to the ICA v2 token endpoints, over the caller's `aiohttp.ClientSession`.
+
+    Args:
+        session: The session to send with; not closed by this object.
+        base_url: The API root, `ICA_BASE_URL` by default. A trailing slash is fine.
+        timeout: Seconds (or an `aiohttp.ClientTimeout` with a total) for each request.
+
+    Raises:
+        ValueError: `base_url` is not https (plain http is allowed on loopback only).
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str = ICA_BASE_URL,
+        *,
+        timeout: float | aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._http = HttpCore.create(session, base_url, timeout)
+
+    @property
+    def base_url(self) -> yarl.URL:
+        """The validated API root, without a trailing slash."""
+        return self._http.base_url
+
+    def __repr__(self) -> str:
+        return f"IcaTokenApi(base_url={str(self.base_url)!r})"
+
+    async def create_jwt_token(
+        self, credential: ApiKey | BasicAuth | PsToken, *, tenant: str | None = None
+    ) -> Token:
+        """`POST /api/tokens`: mint a JWT from an API key, a username and password, or a psToken.
+
+        Args:
+            credential: `ApiKey` (sent as `X-API-Key`), `BasicAuth` or `PsToken` (`Bearer`).
+            tenant: The tenant name, for a user who belongs to several (Basic auth).
+
+        Returns:
+            The JWT, decoded (a JWT minted from an API key cannot be refreshed: mint again).
+
+        Raises:
+            ApiError: the server refused (`UnauthorizedError` for a wrong credential, ...).
+            TransportError: no answer.
+        """
+        token, _ = await self.create(credential, tenant=tenant)
+        return token
+
+    async def refresh_jwt_token(self, jwt: str | Token | Jwt) -> Token:
+        """`POST /api/tokens:refresh`: extend a still-valid JWT not minted from an API key.
+
+        Raises:
+            ApiError: the server refused (expired, or minted from an API key).
+            TransportError: no answer.
+        """
+        token, _ = await self.refresh(jwt)
+        return token
+
+    async def create(
+        self, credential: ApiKey | BasicAuth | PsToken, *, tenant: str | None = None
+    ) -> tuple[Token, Reply]:
+        """`create_jwt_token`, also returning the reply's timing (for the manager)."""
+        if isinstance(credential, Jwt) or not isinstance(credential, ApiKey | BasicAuth | PsToken):
+            msg = (
+                "create_jwt_token takes an ApiKey, BasicAuth or PsToken; "
+                f"got {type(credential).__name__} (a Jwt is refreshed, not used to mint)"
+            )
+            raise TypeError(msg)
+        params: list[tuple[str, str]] = []
+        if tenant is not None:
+            params.append(("tenant", _not_blank(tenant, "tenant")))
+        return await self._token_call(
+            "/api/tokens",
+            auth_headers(credential),
+            secrets_of(credential),
+            params,
+        )
+
+    async def refresh(self, jwt: str | Token | Jwt) -> tuple[Token, Reply]:
+        """`refresh_jwt_token`, also returning the reply's timing (for the manager)."""
+        if not isinstance(jwt, Jwt):
+            jwt = Jwt(jwt.value if isinstance(jwt, Token) else jwt)
+        credential = jwt
+        return await self._token_call(
+            "/api/tokens:refresh", auth_headers(credential), secrets_of(credential), []
+        )
+
+    async def _token_call(
+        self,
+        path: str,
+        headers: dict[str, str],
+        secrets: tuple[str, ...],
+        params: list[tuple[str, str]],
+    ) -> tuple[Token, Reply]:
+        reply = await self._http.request(
+            "POST",
+            path,
+            headers={"Accept": _ACCEPT, **headers},
+            params=params,
+            ok=_OK,
+            secrets=secrets,
+            model=IcaTokenBody,
+        )
+        body: IcaTokenBody = reply.body
+        value = body.token or body.access_token
+        if not value:
+            msg = "the answer has no token"
+            raise InvalidResponseError(reply.status, method="POST", url=path, reason=msg)
+        return decode_answer(value, reply, path), reply
+
+
+def _not_blank(value: str, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        msg = f"{name} must be a non-empty string"
+        raise ValueError(msg)
+    return value

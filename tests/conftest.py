@@ -1,0 +1,55 @@
+"""Shared fixtures: exact wire mocks (aioresponses) and a log scan for secrets."""
+
+from __future__ import annotations
+
+import logging
+import types
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+
+
+class _Response(aiohttp.ClientResponse):
+    """aioresponses 0.7.9 builds responses without `stream_writer`, which aiohttp 3.14 needs."""
+
+    def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", types.SimpleNamespace(output_size=0))
+        super().__init__(method, url, **kwargs)
+
+
+class WireMock(aioresponses):  # type: ignore[misc]
+    """aioresponses that works with every supported aiohttp."""
+
+    def add(self, url: Any, method: str = "GET", *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("response_class", _Response)
+        super().add(url, method, *args, **kwargs)
+
+    def calls(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Every request seen, as (method, URL with query, kwargs), in order."""
+        out = []
+        for (method, url), calls in self.requests.items():
+            out.extend((method, str(url), call.kwargs) for call in calls)
+        return out
+
+
+@pytest.fixture
+def wire() -> Iterator[WireMock]:
+    """Intercept aiohttp requests (lets loopback through for local-server tests)."""
+    with WireMock(passthrough=["http://127.0.0.1"]) as mock:
+        yield mock
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain aiohttp session, closed after the test."""
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def _debug_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """Every test runs with aioica_auth logging at DEBUG, so redaction scans see everything."""
+    caplog.set_level(logging.DEBUG, logger="aioica_auth")
