@@ -122,6 +122,7 @@ class Reply:
         status: The HTTP status.
         body: The decoded JSON body (None for an empty one).
         sent_at: `time.monotonic()` just before the request was sent.
+        sent_wall: `time.time()` at the same moment.
         received_at: `time.monotonic()` when the answer was read.
         server_offset: The server's `Date` minus our wall clock at receipt, in seconds, or None.
     """
@@ -129,6 +130,7 @@ class Reply:
     status: int
     body: Any
     sent_at: float
+    sent_wall: float
     received_at: float
     server_offset: float | None
 
@@ -181,6 +183,7 @@ class HttpCore:
             data = json.dumps(json_body, separators=(",", ":")).encode()
             all_headers = {"Content-Type": "application/json", **headers}
         sent_at = time.monotonic()
+        sent_wall = time.time()
         try:
             async with self.session.request(
                 method,
@@ -224,7 +227,7 @@ class HttpCore:
         if model is not None:
             body = structure(body, model, status=status, method=method, url=shown)
         offset = None if server_time is None else server_time - wall
-        return Reply(status, body, sent_at, received_at, offset)
+        return Reply(status, body, sent_at, sent_wall, received_at, offset)
 
     @staticmethod
     def _error(

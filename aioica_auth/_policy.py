@@ -1,0 +1,165 @@
+"""When to refresh, how long to wait, how to back off: the manager's policy, and token timing.
+
+Every window is scaled to the token's lifetime L, so the same defaults serve a 2-second test
+token and a day-long production one:
+
+    refresh window  = min(refresh_margin, L/4)   background refresh starts this long before expiry
+    hard window     = min(min_validity, L/10)    from here callers wait for the refresh
+    leeway          = min(leeway, L/20)          the token is treated as expired this much early
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Any
+
+import attrs
+
+from ._http import Reply
+from ._token import Token
+
+__all__ = ["Policy", "Timing", "plan"]
+
+_DATE_RESOLUTION = 2.0  # `Date` has one-second resolution: smaller offsets are noise
+
+
+def _positive(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{attribute.name} must be a number of seconds, not {type(value).__name__}"
+        raise TypeError(msg)
+    if not (math.isfinite(value) and value > 0):
+        msg = f"{attribute.name} must be a positive, finite number of seconds"
+        raise ValueError(msg)
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{attribute.name} must be a number, not {type(value).__name__}"
+        raise TypeError(msg)
+    if not (math.isfinite(value) and value >= 0):
+        msg = f"{attribute.name} must be a non-negative, finite number"
+        raise ValueError(msg)
+
+
+def _fraction(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    _non_negative(instance, attribute, value)
+    if value > 0.5:
+        msg = f"{attribute.name} must be between 0 and 0.5"
+        raise ValueError(msg)
+
+
+@attrs.frozen(kw_only=True)
+class Policy:
+    """The manager's timing and retry policy; every keyword of `TokenManager.for_*(**policy)`.
+
+    Attributes:
+        refresh_margin: Start a background refresh this many seconds before expiry
+            (at most a quarter of the token's lifetime).
+        min_validity: When less than this remains (at most a tenth of the lifetime), callers
+            wait for the in-flight refresh instead of getting the current token.
+        leeway: Treat tokens as expired this much early, for clock skew and latency
+            (at most a twentieth of the lifetime).
+        jitter: Fraction of the refresh window by which a refresh is randomly brought forward,
+            so a fleet of processes does not refresh in step.
+        request_timeout: Seconds for one request to a token endpoint.
+        acquire_timeout: Longest a caller waits for a token when none is valid, across
+            retries; then `TokenUnavailableError`.
+        retry_initial: First backoff delay after a failed refresh, in seconds.
+        retry_max: Longest backoff delay (at most a sixth of the current token's lifetime).
+        retry_after_max: Cap on a server's `Retry-After`.
+        error_memory: Seconds a permanent failure (wrong credential, malformed answer) is
+            remembered and re-raised without a request, so retry loops cannot hammer.
+        nbf_wait_max: Longest wait for a token that is not yet valid (`nbf` ahead, or a
+            resource whose clock lags the token service) before it is re-minted.
+        keepalive_interval: For a console psToken: seconds between session keep-alives.
+        revoke_on_close: Console only: revoke the current JWT on `aclose()`.
+    """
+
+    refresh_margin: float = attrs.field(default=300.0, validator=_positive)
+    min_validity: float = attrs.field(default=30.0, validator=_positive)
+    leeway: float = attrs.field(default=30.0, validator=_non_negative)
+    jitter: float = attrs.field(default=0.1, validator=_fraction)
+    request_timeout: float = attrs.field(default=30.0, validator=_positive)
+    acquire_timeout: float = attrs.field(default=60.0, validator=_positive)
+    retry_initial: float = attrs.field(default=0.5, validator=_positive)
+    retry_max: float = attrs.field(default=60.0, validator=_positive)
+    retry_after_max: float = attrs.field(default=300.0, validator=_positive)
+    error_memory: float = attrs.field(default=10.0, validator=_non_negative)
+    nbf_wait_max: float = attrs.field(default=30.0, validator=_non_negative)
+    keepalive_interval: float = attrs.field(default=600.0, validator=_positive)
+    revoke_on_close: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+
+    def backoff(self, failures: int, lifetime: float | None, retry_after: float | None) -> float:
+        """Seconds to wait before attempt number `failures + 1`: exponential, equal jitter."""
+        cap = self.retry_max if lifetime is None else min(self.retry_max, max(lifetime / 6, 0.05))
+        base = min(cap, self.retry_initial * 2 ** min(failures - 1, 30))
+        delay: float = base / 2 + random.random() * base / 2
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.retry_after_max))
+        return delay
+
+
+@attrs.frozen
+class Timing:
+    """When a token becomes usable, when to refresh it, when callers must wait, when it expires.
+
+    All times are `time.monotonic()` seconds, computed in the server's time frame: the
+    token's own `exp - iat` anchored at the moment the request was sent, so a client clock
+    that is minutes off does not matter.
+    """
+
+    valid_from: float
+    refresh_at: float
+    hard_at: float
+    expires: float
+    lifetime: float | None
+    skew: float | None
+
+
+def plan(token: Token, reply: Reply | None, policy: Policy) -> Timing:
+    """Compute a token's timing from its claims and the reply that carried it.
+
+    Without a reply (a JWT the caller already had), the local wall clock is the only
+    reference and is used as is.
+    """
+    exp = token.expires_at.timestamp() if token.expires_at is not None else None
+    iat = token.issued_at.timestamp() if token.issued_at is not None else None
+    nbf = token.not_before.timestamp() if token.not_before is not None else None
+    if reply is None:
+        anchor, wall = time.monotonic(), time.time()
+        server_now, skew = wall, None
+    else:
+        anchor, wall = reply.sent_at, reply.sent_wall
+        offset = reply.server_offset
+        skew = offset
+        server_now = wall + (
+            offset if offset is not None and abs(offset) >= _DATE_RESOLUTION else 0
+        )
+    if reply is not None and iat is not None:
+        # `iat` is the server's clock when it issued the token: the best anchor there is.
+        server_now = iat
+        skew = iat - wall
+    if exp is None:
+        inf = math.inf
+        return Timing(anchor, inf, inf, inf, None, skew)
+    lifetime = exp - (iat if iat is not None else server_now)
+    remaining = exp - server_now
+    claims = token.claims
+    if (
+        reply is not None
+        and isinstance(claims.get("iat"), int)
+        and isinstance(claims.get("exp"), int)
+    ):
+        # Whole-second claims: `iat` was truncated by up to a second.
+        remaining -= min(1.0, max(lifetime, 0) / 10)
+    scale = max(lifetime, 0.0)
+    expires = anchor + remaining - min(policy.leeway, scale / 20)
+    window = min(policy.refresh_margin, scale / 4)
+    hard = min(policy.min_validity, scale / 10, window / 2)
+    refresh_at = expires - window - random.random() * policy.jitter * window
+    valid_from = anchor
+    if nbf is not None and nbf > server_now:
+        valid_from = anchor + (nbf - server_now)
+    return Timing(valid_from, refresh_at, expires - hard, expires, lifetime, skew)

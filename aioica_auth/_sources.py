@@ -1,0 +1,211 @@
+"""Token sources: the rules of one platform and one credential, as small strategy objects.
+
+The manager only ever asks a source to `renew` (given the current token, if it is still
+valid), to `keep_alive` a session, or to `revoke`; each source decides what that means:
+
+| platform | credential         | renew                                                        |
+|----------|--------------------|--------------------------------------------------------------|
+| ICA v2   | ApiKey             | mint (`POST /api/tokens`); never `:refresh` (it is refused)  |
+| ICA v2   | BasicAuth, PsToken | `:refresh` the current JWT; mint when refused or expired     |
+| ICA v2   | Jwt                | `:refresh`; when refused, the JWT is used until it expires   |
+| console  | ApiKey, BasicAuth  | mint (`POST /v1/tokens` with the manager's query options)    |
+| console  | PsToken            | extend the session (`/v1/tokens:refresh`), then mint with it |
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import attrs
+
+from ._console import ConsoleTokenApi, MintOptions
+from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
+from ._errors import ApiError, TokenUnavailableError
+from ._http import Reply
+from ._ica import IcaTokenApi
+from ._token import Token
+
+__all__ = [
+    "ConsoleMintSource",
+    "ConsoleSessionSource",
+    "IcaJwtSource",
+    "IcaMintSource",
+    "IcaRefreshSource",
+    "Issued",
+    "TokenSource",
+    "is_refusal",
+]
+
+logger = logging.getLogger("aioica_auth")
+
+
+@attrs.frozen
+class Issued:
+    """A token a source obtained, the reply that carried it, and whether it was minted."""
+
+    token: Token
+    reply: Reply
+    minted: bool
+
+
+class TokenSource(Protocol):
+    """What the manager needs from the rules of one platform + credential."""
+
+    keeps_session: bool
+    """Whether `keep_alive` does anything (a console psToken session)."""
+
+    def initial(self) -> Token | None:
+        """A token to use before any request (a `Jwt` given by the caller), or None."""
+
+    async def renew(self, current: Token | None) -> Issued:
+        """Obtain a new token; `current` is the token in use, if it is still valid."""
+
+    async def keep_alive(self) -> None:
+        """Extend the session the tokens come from, if there is one."""
+
+    async def revoke(self, token: Token) -> None:
+        """Revoke a token this source obtained, where the platform can."""
+
+
+def is_refusal(exc: ApiError) -> bool:
+    """A 4xx that means "no", not "not now" (429 and 408 are "not now")."""
+    return 400 <= exc.status < 500 and exc.status not in {408, 429}
+
+
+class _NoSession:
+    keeps_session = False
+
+    def initial(self) -> Token | None:
+        return None
+
+    async def keep_alive(self) -> None:
+        return None
+
+    async def revoke(self, token: Token) -> None:
+        return None
+
+
+@attrs.define
+class IcaMintSource(_NoSession):
+    """ICA v2 with an API key: every renewal is a fresh mint."""
+
+    api: IcaTokenApi
+    credential: ApiKey
+    tenant: str | None = None
+
+    async def renew(self, current: Token | None) -> Issued:
+        token, reply = await self.api.create(self.credential, tenant=self.tenant)
+        return Issued(token, reply, minted=True)
+
+
+@attrs.define
+class IcaRefreshSource(_NoSession):
+    """ICA v2 with a username and password or a psToken: refresh, and mint when refused."""
+
+    api: IcaTokenApi
+    credential: BasicAuth | PsToken
+    tenant: str | None = None
+
+    async def renew(self, current: Token | None) -> Issued:
+        if current is not None:
+            try:
+                token, reply = await self.api.refresh(current)
+            except ApiError as exc:
+                if not is_refusal(exc):
+                    raise
+                logger.info(
+                    "refresh of token %s refused (HTTP %d): minting anew",
+                    current.fingerprint,
+                    exc.status,
+                )
+            else:
+                return Issued(token, reply, minted=False)
+        token, reply = await self.api.create(self.credential, tenant=self.tenant)
+        return Issued(token, reply, minted=True)
+
+
+@attrs.define
+class IcaJwtSource(_NoSession):
+    """ICA v2 with a JWT the caller already has: refresh it for as long as the server allows."""
+
+    api: IcaTokenApi
+    credential: Jwt
+    token: Token
+
+    def initial(self) -> Token | None:
+        return self.token
+
+    async def renew(self, current: Token | None) -> Issued:
+        if current is None:
+            msg = (
+                "the JWT given to the manager has expired and a JWT cannot be renewed without "
+                "a valid one: give the manager an ApiKey, BasicAuth or PsToken instead"
+            )
+            raise TokenUnavailableError(msg)
+        try:
+            token, reply = await self.api.refresh(current)
+        except ApiError as exc:
+            if not is_refusal(exc):
+                raise
+            msg = (
+                f"the server refused to refresh the given JWT (HTTP {exc.status}; a JWT "
+                "minted from an API key cannot be refreshed): it is used until it expires; "
+                "give the manager the ApiKey itself to have tokens re-minted"
+            )
+            raise TokenUnavailableError(msg) from exc
+        return Issued(token, reply, minted=False)
+
+
+@attrs.define
+class ConsoleMintSource(_NoSession):
+    """Console v1 with an API key or a username and password: every renewal is a mint."""
+
+    api: ConsoleTokenApi
+    credential: ApiKey | BasicAuth
+    options: MintOptions
+
+    async def renew(self, current: Token | None) -> Issued:
+        response, reply = await self.api.create(self.credential, self.options)
+        return Issued(self.api.decode(response, reply), reply, minted=True)
+
+    async def revoke(self, token: Token) -> None:
+        await self.api.revoke_token(token)
+
+
+@attrs.define
+class ConsoleSessionSource:
+    """Console v1 with a psToken: keep its session alive, mint JWTs with it."""
+
+    api: ConsoleTokenApi
+    ps_token: PsToken
+    options: MintOptions
+    keeps_session: bool = True
+
+    def initial(self) -> Token | None:
+        return None
+
+    async def renew(self, current: Token | None) -> Issued:
+        # The client cannot learn how long a session lasts: extend it whenever a JWT is due.
+        await self.keep_alive()
+        response, reply = await self.api.create(self.ps_token, self.options)
+        return Issued(self.api.decode(response, reply), reply, minted=True)
+
+    async def keep_alive(self) -> None:
+        try:
+            response, _ = await self.api.refresh(self.ps_token)
+        except ApiError as exc:
+            if not is_refusal(exc):
+                raise
+            msg = (
+                f"the psToken session is over (HTTP {exc.status} from /v1/tokens:refresh): "
+                "sign in again for a new psToken"
+            )
+            raise TokenUnavailableError(msg) from exc
+        new = response.access_token
+        if new and new != self.ps_token.token:
+            self.ps_token = PsToken(new)
+            logger.info("psToken session renewed with a new psToken %s", self.ps_token)
+
+    async def revoke(self, token: Token) -> None:
+        await self.api.revoke_token(token)
