@@ -21,7 +21,9 @@ from ._errors import (
     UnauthorizedError,
 )
 from ._ica import ICA_BASE_URL, IcaTokenApi
+from ._manager import ManagerStats, TokenManager
 from ._models import Domain, ErrorResponse, Problem, TokenDetailResponse, TokenResponse, Workgroup
+from ._policy import Policy
 from ._token import Token
 from ._version import __version__
 
@@ -40,13 +42,16 @@ __all__ = [
     "IcaTokenApi",
     "InvalidResponseError",
     "Jwt",
+    "ManagerStats",
     "NotFoundError",
     "Problem",
+    "Policy",
     "PsToken",
     "RateLimitError",
     "ServerError",
     "Token",
     "TokenDetailResponse",
+    "TokenManager",
     "TokenResponse",
     "TokenUnavailableError",
     "TransportError",

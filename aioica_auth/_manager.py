@@ -138,7 +138,7 @@ class TokenManager:
         self._next_attempt = 0.0
         self._next_keepalive = math.inf
         self._permanent: tuple[float, IcaError] | None = None
-        self._stats = ManagerStats()
+        self._counts = dict.fromkeys(attrs.fields_dict(ManagerStats), 0)
         self._middleware = BearerMiddleware(self, base_url)
 
     # -- construction -----------------------------------------------------------------------
@@ -285,7 +285,7 @@ class TokenManager:
     @property
     def stats(self) -> ManagerStats:
         """A snapshot of the manager's counters."""
-        return self._stats
+        return ManagerStats(**self._counts)
 
     @property
     def policy(self) -> Policy:
@@ -598,9 +598,8 @@ class TokenManager:
             logger.exception("on_token callback failed for token %s", token.fingerprint)
 
     def _bump(self, **counts: int) -> None:
-        self._stats = attrs.evolve(
-            self._stats, **{k: getattr(self._stats, k) + v for k, v in counts.items()}
-        )
+        for name, n in counts.items():
+            self._counts[name] += n
 
     # -- internals: background --------------------------------------------------------------
 

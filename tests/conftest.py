@@ -53,3 +53,27 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 def _debug_logs(caplog: pytest.LogCaptureFixture) -> None:
     """Every test runs with aioica_auth logging at DEBUG, so redaction scans see everything."""
     caplog.set_level(logging.DEBUG, logger="aioica_auth")
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[Any]:
+    """A factory of started `LocalIcaServer`s, all closed after the test."""
+    from aioica_auth.testing import LocalIcaServer
+
+    started: list[LocalIcaServer] = []
+
+    async def start(**kwargs: Any) -> LocalIcaServer:
+        server = LocalIcaServer(**kwargs)
+        await server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.close()
+
+
+@pytest.fixture
+async def server(servers: Any) -> Any:
+    """One started `LocalIcaServer` with hour-long tokens."""
+    return await servers()
