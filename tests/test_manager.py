@@ -40,9 +40,9 @@ async def ps_token(server: LocalIcaServer) -> str:
     return r.access_token
 
 
-async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
+async def wait_until(predicate: Any, limit: float = 10.0) -> None:
     """Poll a condition (bounded), instead of sleeping a lucky amount."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
@@ -321,9 +321,12 @@ async def test_server_clock_ten_minutes_off_causes_no_401_storm(
 async def test_not_yet_valid_token_is_held_until_valid(servers: Any) -> None:
     """nbf ahead of iat: the token is handed out only once valid; the resource accepts it."""
     srv = await servers(nbf_delay=0.5)
-    async with ica(srv) as m, aiohttp.ClientSession(middlewares=(m.middleware,)) as http:
-        async with http.get(srv.resource_url) as r:
-            assert r.status == 200
+    async with (
+        ica(srv) as m,
+        aiohttp.ClientSession(middlewares=(m.middleware,)) as http,
+        http.get(srv.resource_url) as r,
+    ):
+        assert r.status == 200
     assert srv.statuses[("resource", 401)] == 0
 
 
@@ -437,28 +440,21 @@ async def test_on_token_exceptions_are_logged_not_raised(
 
 def test_second_event_loop_gets_runtime_error() -> None:
     """A manager used from a second event loop raises a clear RuntimeError, never hangs."""
+    holder: list[TokenManager] = []
 
-    async def first() -> tuple[TokenManager, LocalIcaServer]:
-        srv = LocalIcaServer()
-        await srv.start()
-        m = ica(srv)
-        await m.headers()
-        await m.aclose()
-        await srv.close()
-        return m, srv
-
-    m, _ = asyncio.run(first())
+    async def first() -> None:
+        async with LocalIcaServer() as srv, aiohttp.ClientSession() as own:
+            m = TokenManager.for_ica(ApiKey(srv.api_key), base_url=srv.ica_base_url, session=own)
+            holder.append(m)
+            await m.headers()
 
     async def second() -> None:
-        m2 = TokenManager.for_ica(ApiKey("k"), base_url="http://127.0.0.1:9")
-        m2._loop = asyncio.new_event_loop()  # as if first used in another loop
-        try:
-            with pytest.raises(RuntimeError, match="event loop"):
-                await m2.headers()
-        finally:
-            m2._loop.close()
-            await m2.aclose()
+        m = holder[0]
+        with pytest.raises(RuntimeError, match="event loop"):
+            await asyncio.wait_for(m.headers(min_validity=10**6), timeout=5)
+        await m.aclose()
 
+    asyncio.run(first())
     asyncio.run(second())
 
 
@@ -468,8 +464,8 @@ async def test_unclosed_manager_warns(server: LocalIcaServer) -> None:
     m._start()  # bound to the loop, session created, as on first use
     session = m._session
     assert session is not None
+    del m
     with pytest.warns(ResourceWarning, match="unclosed TokenManager"):
-        del m
         gc.collect()
     await session.close()
 

@@ -76,9 +76,13 @@ async def test_bearer_never_follows_a_cross_origin_redirect(servers: Any) -> Non
 
 async def test_explicit_authorization_is_left_alone(server: LocalIcaServer) -> None:
     """A request that carries its own Authorization is sent as is, and a 401 is not retried."""
-    async with ica(server) as m, aiohttp.ClientSession(middlewares=(m.middleware,)) as http:
-        async with http.get(server.resource_url, headers={"Authorization": "Bearer mine"}) as r:
-            assert r.status == 401
+    mine = {"Authorization": "Bearer mine"}
+    async with (
+        ica(server) as m,
+        aiohttp.ClientSession(middlewares=(m.middleware,)) as http,
+        http.get(server.resource_url, headers=mine) as r,
+    ):
+        assert r.status == 401
     assert bearers(server) == ["Bearer mine"]
     assert server.counts["ica.create"] == 0
 
