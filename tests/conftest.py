@@ -11,6 +11,8 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
+pytest_plugins = ["aioica_auth.testing.pytest_plugin"]
+
 
 class _Response(aiohttp.ClientResponse):
     """aioresponses 0.7.9 builds responses without `stream_writer`, which aiohttp 3.14 needs."""
@@ -56,24 +58,12 @@ def _debug_logs(caplog: pytest.LogCaptureFixture) -> None:
 
 
 @pytest.fixture
-async def servers() -> AsyncIterator[Any]:
-    """A factory of started `LocalIcaServer`s, all closed after the test."""
-    from aioica_auth.testing import LocalIcaServer
-
-    started: list[LocalIcaServer] = []
-
-    async def start(**kwargs: Any) -> LocalIcaServer:
-        server = LocalIcaServer(**kwargs)
-        await server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        await server.close()
+def servers(ica_server_factory: Any) -> Any:
+    """A factory of started `LocalIcaServer`s (the shipped plugin's fixture, dogfooded)."""
+    return ica_server_factory
 
 
 @pytest.fixture
-async def server(servers: Any) -> Any:
-    """One started `LocalIcaServer` with hour-long tokens."""
-    return await servers()
+def server(ica_server: Any) -> Any:
+    """One started `LocalIcaServer` with hour-long tokens (the shipped plugin's fixture)."""
+    return ica_server
