@@ -1,0 +1,132 @@
+"""`python -m benchmarks`: run the scenarios, print a table, write JSON.
+
+python -m benchmarks                  # full sizes (about a minute)
+python -m benchmarks --smoke          # tiny sizes: checks the benchmarks still run
+python -m benchmarks --only H,S --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+from typing import Any
+
+from . import scenarios
+from ._remote import RemoteServer
+
+FULL = {
+    "H": {"tasks": 1000, "calls": 200, "rounds": 7},
+    "S": {"tasks": 10_000, "latency": 0.05},
+    "L": {"tasks": 200, "duration": 14.0, "lifetime": 4.0},
+    "M": {"calls": 1_000_000, "cycles": 1000},
+}
+SMOKE = {
+    "H": {"tasks": 50, "calls": 20, "rounds": 2},
+    "S": {"tasks": 200, "latency": 0.05},
+    "L": {"tasks": 10, "duration": 2.0, "lifetime": 1.0},
+    "M": {"calls": 10_000, "cycles": 10},
+}
+
+
+async def run(only: set[str], sizes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        }
+    }
+    with RemoteServer(latency=0.05) as remote:
+        if "H" in only:
+            results["H"] = await scenarios.hot_path(remote, **sizes["H"])
+        if "S" in only:
+            results["S"] = await scenarios.storm(remote, **sizes["S"])
+        if "L" in only:
+            results["L"] = await scenarios.lifecycle(remote, **sizes["L"])
+        if "M" in only:
+            results["M"] = await scenarios.memory(remote, **sizes["M"])
+    if "I" in only:
+        results["I"] = scenarios.import_time()
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str]] = []
+    if h := results.get("H"):
+        rows += [
+            ("H", "floor (cached-dict coroutine)", f"{h['floor_ns']:.0f} ns/call"),
+            (
+                "H",
+                "headers(), 1000 tasks",
+                f"{h['headers_ns']:.0f} ns/call = {h['headers_ratio']}x floor (target <= 1.5x)",
+            ),
+            ("H", "headers(), single task", f"{h['single_task_ratio']}x floor"),
+            ("H", "token()", f"{h['token_ratio']}x floor"),
+            ("H", "hand-written lock manager", f"{h['lock_baseline_ratio']}x floor"),
+        ]
+    if s := results.get("S"):
+        for case in ("expired", "refresh_point"):
+            r = s[case]
+            rows.append(
+                (
+                    "S",
+                    f"{s['tasks']} tasks, {case.replace('_', ' ')}",
+                    f"{r['token_calls']} token call(s), {r['wall_ms']} ms wall, "
+                    f"{r['blocked']} blocked >= 25 ms, {r['raised']} raised",
+                )
+            )
+        rows.append(("S", "floor (event woken after latency)", f"{s['floor']['wall_ms']} ms wall"))
+    if lc := results.get("L"):
+        rows += [
+            (
+                "L",
+                f"{lc['tasks']} tasks x {lc['duration_s']} s, lifetime {lc['lifetime_s']} s",
+                f"{lc['requests']} requests, {lc['http_401']} 401s, {lc['token_calls']} token calls "
+                f"(ideal {lc['ideal_token_calls']})",
+            ),
+            (
+                "L",
+                "headers() latency",
+                f"p50 {lc['p50_ms']} ms, p99 {lc['p99_ms']} ms, max {lc['max_ms']} ms",
+            ),
+        ]
+    if m := results.get("M"):
+        rows += [
+            ("M", f"{m['calls']} headers() calls", f"{m['growth_over_calls_bytes']} bytes growth"),
+            ("M", f"{m['cycles']} refresh cycles", f"{m['growth_per_cycle_bytes']} bytes/cycle"),
+        ]
+    if i := results.get("I"):
+        rows.append(("I", "import aioica_auth beyond aiohttp", f"{i['own_us'] / 1e3:.1f} ms"))
+    width = max((len(r[1]) for r in rows), default=0)
+    return "\n".join(f"{s}  {what.ljust(width)}  {figure}" for s, what, figure in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    parser.add_argument("--only", default="H,S,L,M,I", help="scenarios to run (default: all)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--quiet", action="store_true", help="print the table only")
+    args = parser.parse_args(argv)
+    only = {s.strip().upper() for s in args.only.split(",")}
+    results = asyncio.run(run(only, SMOKE if args.smoke else FULL))
+    results["mode"] = "smoke" if args.smoke else "full"
+    print(table(results))
+    if not args.quiet:
+        print(json.dumps(results, indent=2))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

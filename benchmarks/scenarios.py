@@ -1,0 +1,267 @@
+"""Benchmark scenarios. Every speed figure is a ratio to a floor measured in the same run.
+
+H  hot path: awaited `headers()` on a valid token vs a coroutine that returns a cached dict
+S  storm: 10,000 tasks call `headers()` at once, on an expired token and at the refresh point
+L  lifecycle: tasks loop `headers()` + GET through the middleware across several lifetimes
+M  memory: tracemalloc over many `headers()` calls and many refresh cycles
+I  import: `import aioica_auth` minus aiohttp's own import
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import jwt
+
+from aioica_auth import ApiKey, TokenManager
+
+from ._remote import RemoteServer
+
+
+class Floor:
+    """The floor: a coroutine that returns a cached dict."""
+
+    def __init__(self) -> None:
+        self._headers = {"Authorization": "Bearer x"}
+
+    async def headers(self) -> dict[str, str]:
+        return self._headers
+
+
+class LockManager:
+    """What users hand-write today: an asyncio.Lock around a clock check, a new dict per call."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, key: str) -> None:
+        self._session, self._url, self._key = session, base_url + "/api/tokens", key
+        self._lock = asyncio.Lock()
+        self._token: str | None = None
+        self._exp = 0.0
+
+    async def headers(self) -> dict[str, str]:
+        async with self._lock:
+            if self._token is None or time.time() > self._exp - 30:
+                async with self._session.post(self._url, headers={"X-API-Key": self._key}) as r:
+                    self._token = (await r.json(content_type=None))["token"]
+                claims = jwt.decode(self._token, options={"verify_signature": False})
+                self._exp = float(claims["exp"])
+            return {"Authorization": f"Bearer {self._token}"}
+
+
+def manager(remote: RemoteServer, **policy: Any) -> TokenManager:
+    return TokenManager.for_ica(ApiKey(remote.api_key), base_url=remote.ica_base_url, **policy)
+
+
+async def _hammer(call: Callable[[], Awaitable[Any]], tasks: int, calls: int) -> float:
+    """Seconds for `tasks` tasks each awaiting `call()` `calls` times."""
+
+    async def one() -> None:
+        for _ in range(calls):
+            await call()
+
+    gc.collect()
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(tasks)))
+    return time.perf_counter() - started
+
+
+async def _interleaved(
+    subjects: dict[str, Callable[[], Awaitable[Any]]], tasks: int, calls: int, rounds: int
+) -> dict[str, float]:
+    """Median ns per call of each subject, rounds interleaved so drift hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in subjects}
+    for _ in range(rounds):
+        for name, call in subjects.items():
+            samples[name].append(await _hammer(call, tasks, calls) / (tasks * calls) * 1e9)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+async def hot_path(remote: RemoteServer, *, tasks: int, calls: int, rounds: int) -> dict[str, Any]:
+    """H: ns per awaited call on a valid token, and the ratio to the floor."""
+    floor = Floor()
+    async with manager(remote) as m, aiohttp.ClientSession() as session:
+        lock = LockManager(session, remote.ica_base_url, remote.api_key)
+        await m.headers()
+        await lock.headers()
+        many = await _interleaved(
+            {"floor": floor.headers, "headers": m.headers, "token": m.token, "lock": lock.headers},
+            tasks,
+            calls,
+            rounds,
+        )
+        single = await _interleaved(
+            {"floor": floor.headers, "headers": m.headers}, 1, tasks * calls // 10, rounds
+        )
+    return {
+        "tasks": tasks,
+        "calls_per_task": calls,
+        "floor_ns": round(many["floor"], 1),
+        "headers_ns": round(many["headers"], 1),
+        "token_ns": round(many["token"], 1),
+        "lock_baseline_ns": round(many["lock"], 1),
+        "headers_ratio": round(many["headers"] / many["floor"], 2),
+        "token_ratio": round(many["token"] / many["floor"], 2),
+        "lock_baseline_ratio": round(many["lock"] / many["floor"], 2),
+        "single_task_ratio": round(single["headers"] / single["floor"], 2),
+    }
+
+
+async def _storm(call: Callable[[], Awaitable[Any]], tasks: int) -> dict[str, Any]:
+    """All tasks parked on a barrier, released at once; wall until every one has its header."""
+    barrier = asyncio.Event()
+    blocked = raised = 0
+
+    async def one() -> None:
+        nonlocal blocked, raised
+        await barrier.wait()
+        started = time.perf_counter()
+        try:
+            await call()
+        except Exception:
+            raised += 1
+        if time.perf_counter() - started >= 0.025:
+            blocked += 1
+
+    pending = [asyncio.ensure_future(one()) for _ in range(tasks)]
+    await asyncio.sleep(0.05)  # every task is parked on the barrier
+    started = time.perf_counter()
+    barrier.set()
+    await asyncio.gather(*pending)
+    return {
+        "wall_ms": round((time.perf_counter() - started) * 1e3, 1),
+        "blocked": blocked,
+        "raised": raised,
+    }
+
+
+async def storm(remote: RemoteServer, *, tasks: int, latency: float) -> dict[str, Any]:
+    """S: (a) an expired token and (b) a valid token at the refresh point."""
+    out: dict[str, Any] = {"tasks": tasks, "latency_ms": latency * 1e3}
+    # The floor: the same tasks woken by an event set after the server's latency.
+    ready = asyncio.Event()
+
+    async def floor_call() -> None:
+        if not ready.is_set():
+            asyncio.get_running_loop().call_later(latency, ready.set)
+        await ready.wait()
+
+    out["floor"] = await _storm(floor_call, tasks)
+    remote.set(lifetime=4.0, latency=latency)
+    for case in ("expired", "refresh_point"):
+        async with manager(remote) as m:
+            await m.headers()
+            assert m._scheduler is not None
+            m._scheduler.cancel()  # freeze the clock work: nothing refreshes behind our back
+            entry = m._entry
+            assert entry is not None
+            target = entry.timing.expires if case == "expired" else entry.timing.refresh_at
+            await asyncio.sleep(max(0.0, target - time.monotonic()) + 0.01)
+            remote.reset()
+            result = await _storm(m.headers, tasks)
+            await asyncio.sleep(latency * 2)  # let the background refresh of (b) land
+            result["token_calls"] = remote.counts().get("ica.create", 0)
+            out[case] = result
+    remote.set(lifetime=3600.0)
+    return out
+
+
+async def lifecycle(
+    remote: RemoteServer, *, tasks: int, duration: float, lifetime: float
+) -> dict[str, Any]:
+    """L: tasks loop headers() + GET through the middleware across several token lifetimes."""
+    remote.set(lifetime=lifetime)
+    remote.reset()
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    async with manager(remote) as m, aiohttp.ClientSession(middlewares=(m.middleware,)) as http:
+        await m.headers()
+        end = time.monotonic() + duration
+
+        async def one() -> None:
+            while time.monotonic() < end:
+                started = time.perf_counter()
+                await m.headers()
+                latencies.append(time.perf_counter() - started)
+                async with http.get(remote.resource_url) as r:
+                    statuses[r.status] = statuses.get(r.status, 0) + 1
+
+        await asyncio.gather(*(one() for _ in range(tasks)))
+        stats = m.stats
+    counts = remote.counts()
+    latencies.sort()
+    interval = lifetime * 0.75  # refresh at min(300 s, L/4) before expiry
+    return {
+        "tasks": tasks,
+        "duration_s": duration,
+        "lifetime_s": lifetime,
+        "requests": sum(statuses.values()),
+        "http_401": statuses.get(401, 0),
+        "other_errors": sum(n for s, n in statuses.items() if s not in (200, 401)),
+        "token_calls": counts.get("ica.create", 0),
+        "ideal_token_calls": round(1 + duration / interval, 1),
+        "mints": stats.mints,
+        "p50_ms": round(latencies[len(latencies) // 2] * 1e3, 4),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1e3, 4),
+        "max_ms": round(latencies[-1] * 1e3, 3),
+    }
+
+
+async def memory(remote: RemoteServer, *, calls: int, cycles: int) -> dict[str, Any]:
+    """M: allocation growth over many headers() calls and many refresh cycles."""
+    async with manager(remote) as m:
+        await m.headers()
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        for _ in range(calls):
+            await m.headers()
+        gc.collect()
+        after_calls = tracemalloc.take_snapshot()
+        for _ in range(cycles):
+            entry = m._entry
+            assert entry is not None
+            m.invalidate(entry.token)
+            await m.headers()
+        gc.collect()
+        after_cycles = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+
+    def grown(a: Any, b: Any) -> int:
+        return sum(stat.size_diff for stat in b.compare_to(a, "filename"))
+
+    return {
+        "calls": calls,
+        "cycles": cycles,
+        "growth_over_calls_bytes": grown(before, after_calls),
+        "growth_over_cycles_bytes": grown(after_calls, after_cycles),
+        "growth_per_cycle_bytes": round(grown(after_calls, after_cycles) / max(cycles, 1), 1),
+    }
+
+
+def import_time() -> dict[str, Any]:
+    """I: microseconds to import aioica_auth beyond aiohttp's own import (median of 5)."""
+
+    def cumulative(module: str, code: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
+        for line in out.splitlines():
+            parts = [p.strip() for p in line.split("|")]
+            if len(parts) == 3 and parts[2] == module:
+                return int(parts[1])
+        raise RuntimeError(f"{module} not in import log")
+
+    ours = statistics.median(cumulative("aioica_auth", "import aioica_auth") for _ in range(5))
+    base = statistics.median(cumulative("aiohttp", "import aiohttp") for _ in range(5))
+    return {"aioica_auth_us": ours, "aiohttp_us": base, "own_us": ours - base}
