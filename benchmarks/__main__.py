@@ -85,8 +85,8 @@ def table(results: dict[str, Any]) -> str:
             (
                 "L",
                 f"{lc['tasks']} tasks x {lc['duration_s']} s, lifetime {lc['lifetime_s']} s",
-                f"{lc['requests']} requests, {lc['http_401']} 401s, {lc['token_calls']} token calls "
-                f"(ideal {lc['ideal_token_calls']})",
+                f"{lc['requests']} requests, {lc['http_401']} 401s, "
+                f"{lc['token_calls']} token calls (ideal {lc['ideal_token_calls']})",
             ),
             (
                 "L",
