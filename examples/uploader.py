@@ -1,0 +1,43 @@
+"""Upload many parts concurrently to ICA, with one shared TokenManager.
+
+    ICA_API_KEY=... python examples/uploader.py [PARTS]
+
+Every request gets its bearer from the middleware at send time, so an upload that outlives
+a token picks up the fresh one; the 1,000 tasks cause one token request per refresh.
+Set ICA_BASE_URL to point at another server (such as `aioica-auth serve`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import aiohttp
+
+from aioica_auth import ICA_BASE_URL, ApiKey, TokenManager
+
+
+async def upload_part(http: aiohttp.ClientSession, base: str, part: int) -> int:
+    async with http.put(f"{base}/api/projects/demo/parts/{part}", data=os.urandom(4096)) as r:
+        return r.status
+
+
+async def main(parts: int) -> int:
+    base = os.environ.get("ICA_BASE_URL", ICA_BASE_URL)
+    manager = TokenManager.for_ica(ApiKey(os.environ["ICA_API_KEY"]), base_url=base)
+    limit = asyncio.Semaphore(100)  # bound the connections, not the tasks
+
+    async def one(http: aiohttp.ClientSession, part: int) -> int:
+        async with limit:
+            return await upload_part(http, base, part)
+
+    async with manager, aiohttp.ClientSession(middlewares=(manager.middleware,)) as http:
+        statuses = await asyncio.gather(*(one(http, n) for n in range(parts)))
+    ok = statuses.count(200)
+    print(f"{ok}/{parts} parts uploaded with {manager.stats.mints} token request(s)")
+    return 0 if ok == parts else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)))
