@@ -2,9 +2,14 @@
 
 State, all owned by one event loop (no locks: asyncio runs one task at a time):
 
-- `_entry`: the token in use and its timing. The hot path reads it and nothing else.
-- `_inflight`: the one renewal task. Waiters await it through `asyncio.shield`, so a cancelled
-  waiter never cancels it; it is cleared in its done-callback only if it is still the one.
+- `_entry`: the token in use and its timing.
+- `_hot`: its header mapping while it is before its refresh point, else None; the hot path
+  reads this one attribute and nothing else (no clock call). A loop timer clears it at the
+  refresh point; so do invalidation, `aclose()` and the end of the scheduler task (which
+  `asyncio.run` cancels when its loop ends, so a dead loop's timer cannot leave it set).
+- `_inflight`: the one renewal task. Each waiter parks on a future of its own, resolved when
+  the renewal ends, so a cancelled waiter cancels nothing but itself; the slot is cleared in
+  the task's done-callback only if it still holds that task.
 - `_scheduler`: sleeps until the refresh point (or the next keep-alive) and renews in the
   background while callers keep the current token.
 - `_failures`, `_next_attempt`, `_permanent`: backoff state; a permanent failure is remembered
@@ -130,6 +135,10 @@ class TokenManager:
         self._source: TokenSource | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._entry: _Entry | None = None
+        self._hot: Mapping[str, str] | None = None
+        self._hot_entry: _Entry | None = None
+        self._cool: asyncio.TimerHandle | None = None
+        self._waiters: list[asyncio.Future[None]] = []
         self._recent: tuple[str, ...] = ()  # authorizations we handed out lately
         self._inflight: asyncio.Task[_Entry] | None = None
         self._scheduler: asyncio.Task[None] | None = None
@@ -253,23 +262,15 @@ class TokenManager:
             TokenUnavailableError: no valid token could be had (the cause is chained).
             RuntimeError: the manager is closed, or used from another event loop.
         """
-        entry = self._entry
-        if (
-            entry is not None
-            and min_validity is None
-            and time.monotonic() < entry.timing.refresh_at
-        ):
-            return entry.headers
+        hot = self._hot
+        if hot is not None and min_validity is None:
+            return hot
         return (await self._acquire(min_validity)).headers
 
     async def token(self, *, min_validity: float | None = None) -> Token:
         """The current `Token`, under the same rules as `headers()`."""
-        entry = self._entry
-        if (
-            entry is not None
-            and min_validity is None
-            and time.monotonic() < entry.timing.refresh_at
-        ):
+        entry = self._hot_entry
+        if entry is not None and min_validity is None:
             return entry.token
         return (await self._acquire(min_validity)).token
 
@@ -308,7 +309,8 @@ class TokenManager:
         if entry is None or entry.token.value != value:
             return False
         self._entry = None
-        self._bump(invalidations=1)
+        self._set_hot(None)
+        self._counts["invalidations"] += 1
         logger.info("token %s refused by a resource: renewing", entry.token.fingerprint)
         if not self._closed and self._loop is not None:
             self._start_renewal()
@@ -330,6 +332,7 @@ class TokenManager:
             return
         self._closed = True
         entry, self._entry = self._entry, None
+        self._set_hot(None)
         tasks = [t for t in (self._scheduler, self._inflight) if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
@@ -410,7 +413,7 @@ class TokenManager:
         return await self._wait_for_token(min_validity, now)
 
     async def _wait_for_token(self, min_validity: float | None, now: float) -> _Entry:
-        self._bump(waits=1)
+        self._counts["waits"] += 1
         deadline = now + self._policy.acquire_timeout
         first = self._entry
         last: IcaError | None = None
@@ -433,7 +436,7 @@ class TokenManager:
             if max(self._next_attempt, now) >= deadline and self._inflight is None:
                 return self._fallback(entry, now, last, timed_out=True)
             try:
-                await asyncio.shield(self._start_renewal())
+                await self._join(self._start_renewal())
             except IcaError as exc:
                 last = exc
             except asyncio.CancelledError:
@@ -484,6 +487,36 @@ class TokenManager:
             self._inflight = None
         if not task.cancelled():
             task.exception()  # retrieved: logged in _renew, raised to waiters
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _join(self, task: asyncio.Task[_Entry]) -> _Entry:
+        """Wait for `task` on a future of our own: cancelling us never cancels it.
+
+        (Cheaper than `asyncio.shield` for 10,000 waiters: one future and one wake-up each.)
+        """
+        if not task.done():
+            assert self._loop is not None
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            self._waiters.append(waiter)
+            await waiter
+        return task.result()
+
+    def _set_hot(self, entry: _Entry | None) -> None:
+        """Serve `entry` from the hot path until its refresh point (None: stop serving)."""
+        if self._cool is not None:
+            self._cool.cancel()
+            self._cool = None
+        if entry is not None and self._loop is not None and not self._closed:
+            now = time.monotonic()
+            if entry.timing.valid_from <= now < entry.timing.refresh_at:
+                delay = entry.timing.refresh_at - now
+                self._cool = self._loop.call_at(self._loop.time() + delay, self._set_hot, None)
+                self._hot, self._hot_entry = entry.headers, entry
+                return
+        self._hot = self._hot_entry = None
 
     async def _renew(self) -> _Entry:
         """One renewal attempt (after any backoff), bounded in time. Runs as its own task."""
@@ -526,7 +559,7 @@ class TokenManager:
 
     def _failed(self, exc: IcaError, current: _Entry | None) -> None:
         self._failures += 1
-        self._bump(failures=1)
+        self._counts["failures"] += 1
         lifetime = current.timing.lifetime if current is not None else None
         retry_after = exc.retry_after if isinstance(exc, ApiError) else None
         delay = self._policy.backoff(self._failures, lifetime, retry_after)
@@ -567,6 +600,7 @@ class TokenManager:
         if self._closed:
             return entry
         self._entry = entry
+        self._set_hot(entry)
         self._recent = (authorization, *self._recent[:3])
         if self._failures > 1:
             logger.info("token renewal recovered after %d failures", self._failures)
@@ -574,7 +608,7 @@ class TokenManager:
         self._next_attempt = 0.0
         self._permanent = None
         if not quiet:
-            self._bump(mints=int(minted), refreshes=int(not minted))
+            self._counts["mints" if minted else "refreshes"] += 1
             if self._source is not None and self._source.keeps_session:
                 self._next_keepalive = time.monotonic() + self._policy.keepalive_interval
         lifetime = "unknown" if timing.lifetime is None else f"{timing.lifetime:.1f} s"
@@ -597,10 +631,6 @@ class TokenManager:
         except Exception:
             logger.exception("on_token callback failed for token %s", token.fingerprint)
 
-    def _bump(self, **counts: int) -> None:
-        for name, n in counts.items():
-            self._counts[name] += n
-
     # -- internals: background --------------------------------------------------------------
 
     def _ensure_scheduler(self) -> None:
@@ -611,6 +641,15 @@ class TokenManager:
 
     async def _schedule(self) -> None:
         """Sleep until the next refresh point or keep-alive, then do it; forever."""
+        try:
+            await self._schedule_loop()
+        except asyncio.CancelledError:
+            # Cancelled by aclose() or by asyncio.run ending the loop: a timer of a dead loop
+            # must not leave the hot path serving a token that nobody will ever expire.
+            self._set_hot(None)
+            raise
+
+    async def _schedule_loop(self) -> None:
         while not self._closed:
             entry = self._entry
             now = time.monotonic()
@@ -623,7 +662,7 @@ class TokenManager:
             entry = self._entry
             if entry is not None and now >= entry.timing.refresh_at and now >= self._next_attempt:
                 with contextlib.suppress(IcaError):  # logged and backed off in _renew
-                    await asyncio.shield(self._start_renewal())
+                    await self._join(self._start_renewal())
             elif now >= self._next_keepalive:
                 await self._keep_alive()
 
@@ -640,7 +679,7 @@ class TokenManager:
             if isinstance(exc, TokenUnavailableError):
                 self._permanent = (time.monotonic() + self._policy.error_memory, exc)
         else:
-            self._bump(keepalives=1)
+            self._counts["keepalives"] += 1
 
     async def _revoke(self, token: Token) -> None:
         assert self._source is not None
@@ -658,8 +697,8 @@ class TokenManager:
         return authorization in self._recent
 
     async def _current(self) -> _Entry:
-        entry = self._entry
-        if entry is not None and time.monotonic() < entry.timing.refresh_at:
+        entry = self._hot_entry
+        if entry is not None:
             return entry
         return await self._acquire(None)
 
