@@ -222,7 +222,7 @@ class ConsoleTokenApi:
             secrets=secrets,
             model=TokenResponse,
         )
-        return _with_token(reply, "/v1/tokens"), reply
+        return _with_token(reply), reply
 
     async def refresh(
         self, access_token: str | PsToken, *, authorization: Credential | None = None
@@ -239,12 +239,12 @@ class ConsoleTokenApi:
             secrets=secrets_of(token) + secrets_of(who),
             model=TokenResponse,
         )
-        return _with_token(reply, "/v1/tokens:refresh"), reply
+        return _with_token(reply), reply
 
     @staticmethod
-    def decode(response: TokenResponse, reply: Reply, path: str = "/v1/tokens") -> Token:
+    def decode(response: TokenResponse, reply: Reply) -> Token:
         """The JWT of a create answer, decoded."""
-        return decode_answer(response.access_token or "", reply, path)
+        return decode_answer(response.access_token or "", reply)
 
 
 def _bearer(token: str | PsToken | Jwt | Token) -> PsToken | Jwt:
@@ -259,9 +259,9 @@ def _bearer(token: str | PsToken | Jwt | Token) -> PsToken | Jwt:
     return PsToken(token)
 
 
-def _with_token(reply: Reply, path: str) -> TokenResponse:
+def _with_token(reply: Reply) -> TokenResponse:
     response: TokenResponse = reply.body
     if not response.access_token:
         msg = "the answer has no access_token"
-        raise InvalidResponseError(reply.status, method="POST", url=path, reason=msg)
+        raise InvalidResponseError(reply.status, method="POST", url=reply.url, reason=msg)
     return response

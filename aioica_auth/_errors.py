@@ -166,14 +166,17 @@ def error_class(status: int) -> type[ApiError]:
     return _BY_STATUS.get(status, ApiError)
 
 
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with the given secrets and anything token-like replaced by `***`."""
+    for secret in sorted((x for x in secrets if x), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = _JWT_RE.sub("***", text)
+    return _BEARER_RE.sub(r"\1 ***", text)
+
+
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     """Cut `text` to a short excerpt with tokens and the given secrets replaced by `***`."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = _JWT_RE.sub("***", text)
-    text = _BEARER_RE.sub(r"\1 ***", text)
-    text = " ".join(text.split())
+    text = " ".join(redact(text, secrets).split())
     if len(text) > _EXCERPT_LIMIT:
         text = text[:_EXCERPT_LIMIT] + "…"
     return text

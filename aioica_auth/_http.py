@@ -6,6 +6,7 @@ Everything aiohttp, json or cattrs can raise is translated here, at one boundary
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import ipaddress
 import json
@@ -24,6 +25,7 @@ from ._errors import (
     TransportError,
     TransportTimeoutError,
     error_class,
+    redact,
     scrub,
 )
 from ._models import ErrorResponse, Problem, converter
@@ -43,6 +45,7 @@ logger = logging.getLogger("aioica_auth")
 DEFAULT_TIMEOUT = 30.0
 """Seconds for one token request, connect to last byte."""
 
+_NO_CONTENT_TYPE = ("Content-Type",)
 _MAX_BODY = 1 << 20  # a token answer is a few KiB; anything past 1 MiB is not one
 _T = TypeVar("_T")
 
@@ -94,7 +97,8 @@ def parse_http_date(value: str | None) -> float | None:
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if parsed.tzinfo is None:
-        return None
+        # asctime() dates carry no zone; HTTP dates are always GMT (RFC 9110 5.6.7).
+        parsed = parsed.replace(tzinfo=dt.UTC)
     try:
         return parsed.timestamp()
     except (OverflowError, OSError, ValueError):
@@ -125,6 +129,7 @@ class Reply:
         sent_wall: `time.time()` at the same moment.
         received_at: `time.monotonic()` when the answer was read.
         server_offset: The server's `Date` minus our wall clock at receipt, in seconds, or None.
+        url: The request URL, without its query.
     """
 
     status: int
@@ -133,6 +138,7 @@ class Reply:
     sent_wall: float
     received_at: float
     server_offset: float | None
+    url: str = ""
 
 
 @attrs.define
@@ -174,10 +180,11 @@ class HttpCore:
             ApiError: an error status, or a success status with an unreadable body.
             TransportError: no answer (connection failure, disconnect, timeout).
         """
-        url = self.base_url.with_path(self.base_url.path.rstrip("/") + path, encoded=True)
+        url = self.base_url.with_path(self.base_url.raw_path.rstrip("/") + path, encoded=True)
         shown = str(url)  # never has a query: parameters go separately
         if json_body is None:
-            data: bytes = b""
+            # No body at all: aiohttp sends `Content-Length: 0` and no Content-Type.
+            data: bytes | None = None
             all_headers = dict(headers)
         else:
             data = json.dumps(json_body, separators=(",", ":")).encode()
@@ -191,11 +198,12 @@ class HttpCore:
                 params=list(params) or None,
                 headers=all_headers,
                 data=data,
+                skip_auto_headers=_NO_CONTENT_TYPE if data is None else None,
                 timeout=self.timeout,
                 allow_redirects=False,
                 middlewares=(),  # never through a token middleware: no recursion, no deadlock
             ) as resp:
-                raw = await resp.content.read(_MAX_BODY)
+                raw = await _read_bounded(resp)
                 status = resp.status
                 date = resp.headers.get("Date")
                 retry_after = resp.headers.get("Retry-After")
@@ -221,13 +229,13 @@ class HttpCore:
                     status,
                     method=method,
                     url=shown,
-                    excerpt=scrub(raw.decode("utf-8", "replace"), secrets),
+                    excerpt=scrub(raw.decode("utf-8", "replace"), _with_escapes(secrets)),
                     reason=msg,
                 ) from None
         if model is not None:
             body = structure(body, model, status=status, method=method, url=shown)
         offset = None if server_time is None else server_time - wall
-        return Reply(status, body, sent_at, sent_wall, received_at, offset)
+        return Reply(status, body, sent_at, sent_wall, received_at, offset, shown)
 
     @staticmethod
     def _error(
@@ -239,15 +247,16 @@ class HttpCore:
         retry_after: str | None,
         server_time: float | None,
     ) -> ApiError:
-        secrets = tuple(secrets)
-        text = raw.decode("utf-8", "replace")
+        secrets = _with_escapes(secrets)
+        # Redact before parsing, so no field of the decoded problem can hold a secret.
+        text = redact(raw.decode("utf-8", "replace"), secrets)
         problem: Problem | ErrorResponse | None = None
         try:
-            body = json.loads(raw) if raw.strip() else None
+            body = json.loads(text) if text.strip() else None
         except ValueError:
             body = None
         if isinstance(body, dict):
-            problem = _problem_of(body, secrets)
+            problem = _problem_of(body)
         # The server's `Date` is the right "now" for an HTTP-date Retry-After.
         wait = parse_retry_after(retry_after, now=server_time)
         return error_class(status)(
@@ -260,26 +269,42 @@ class HttpCore:
         )
 
 
-def _problem_of(
-    body: Mapping[str, Any], secrets: tuple[str, ...]
-) -> Problem | ErrorResponse | None:
-    """Decode an error body as a v2 Problem or a v1 ErrorResponse, scrubbing its texts."""
+def _problem_of(body: Mapping[str, Any]) -> Problem | ErrorResponse | None:
+    """Decode an (already redacted) error body as a v2 Problem or a v1 ErrorResponse."""
     if any(k in body for k in ("title", "type", "detail", "instance", "timestamp")):
         kind: type[Problem] | type[ErrorResponse] = Problem
-        fields = ("title", "detail")
     elif any(k in body for k in ("code", "message")):
         kind = ErrorResponse
-        fields = ("code", "message")
     else:
         return None
     try:
-        decoded = structure(body, kind)
+        return structure(body, kind)
     except InvalidResponseError:
         return None
-    changes: dict[str, Any] = {
-        f: scrub(v, secrets) for f in fields if isinstance(v := getattr(decoded, f), str)
-    }
-    return attrs.evolve(decoded, **changes)
+
+
+def _with_escapes(secrets: Iterable[str]) -> tuple[str, ...]:
+    """The secrets, plus their JSON-escaped forms (as an error body would echo them)."""
+    out: list[str] = []
+    for secret in secrets:
+        out.append(secret)
+        escaped = json.dumps(secret)[1:-1]
+        if escaped != secret:
+            out.append(escaped)
+    return tuple(out)
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole body, however it was chunked, up to `_MAX_BODY` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < _MAX_BODY:
+        chunk = await resp.content.read(_MAX_BODY - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def structure(

@@ -128,8 +128,8 @@ class IcaTokenApi:
         value = body.token or body.access_token
         if not value:
             msg = "the answer has no token"
-            raise InvalidResponseError(reply.status, method="POST", url=path, reason=msg)
-        return decode_answer(value, reply, path), reply
+            raise InvalidResponseError(reply.status, method="POST", url=reply.url, reason=msg)
+        return decode_answer(value, reply), reply
 
 
 def _not_blank(value: str, name: str) -> str:

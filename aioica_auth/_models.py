@@ -117,14 +117,33 @@ def _make_converter() -> Any:
     conv.register_structure_hook(uuid.UUID, lambda v, _: _lenient(uuid.UUID, str(v)))
     conv.register_structure_hook(dt.datetime, lambda v, _: _lenient(_parse_datetime, v))
 
-    detail_overrides = {"current_workgroup": override(rename="currentWorkgroup")}
-    conv.register_structure_hook(
-        TokenDetailResponse,
-        make_dict_structure_fn(TokenDetailResponse, conv, **detail_overrides),  # type: ignore[arg-type]
-    )
+    renames: dict[type, dict[str, Any]] = {
+        TokenDetailResponse: {"current_workgroup": override(rename="currentWorkgroup")}
+    }
+
+    def objects_only(cls: type) -> Any:
+        # A model is only ever built from a JSON object: "wg" or [1] is not a Workgroup.
+        build: Any = make_dict_structure_fn(cls, conv, **renames.get(cls, {}))
+
+        def structure(value: Any, _: Any) -> Any:
+            if not isinstance(value, dict):
+                msg = f"expected an object for {cls.__name__}, got {type(value).__name__}"
+                raise TypeError(msg)
+            return build(value, cls)
+
+        return structure
+
+    def strings(value: Any, _: Any) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            msg = f"expected a list of strings, got {type(value).__name__}"
+            raise TypeError(msg)
+        return tuple(str(item) for item in value if item is not None)
+
+    conv.register_structure_hook_factory(attrs.has, objects_only)
+    conv.register_structure_hook_func(lambda t: t == tuple[str, ...], strings)
     conv.register_unstructure_hook(
         TokenDetailResponse,
-        make_dict_unstructure_fn(TokenDetailResponse, conv, **detail_overrides),  # type: ignore[arg-type]
+        make_dict_unstructure_fn(TokenDetailResponse, conv, **renames[TokenDetailResponse]),
     )
     return conv
 

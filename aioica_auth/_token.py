@@ -133,11 +133,11 @@ def decode_jwt(value: str) -> Token:
     )
 
 
-def decode_answer(value: str, reply: Reply, path: str) -> Token:
+def decode_answer(value: str, reply: Reply) -> Token:
     """Decode a JWT a token endpoint answered with; a bad one names the endpoint and status."""
     try:
         return decode_jwt(value)
     except InvalidResponseError as exc:
         raise InvalidResponseError(
-            reply.status, method="POST", url=path, reason=exc.reason
+            reply.status, method="POST", url=reply.url, reason=exc.reason
         ) from None
