@@ -11,19 +11,15 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import errno
 import json
 import logging
 import math
 import os
 import re
-import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn, TextIO
-
-import attrs
 
 from ._cli_demo import FaultSpec, ServeError, demo_command, parse_faults, serve_command
 from ._console import CONSOLE_BASE_URL, ConsoleTokenApi
@@ -36,7 +32,14 @@ from ._models import converter
 from ._token import Token
 from ._version import __version__
 
-__all__ = ["UsageError", "build_parser", "check_argv", "describe_validity", "human_duration", "main"]
+__all__ = [
+    "UsageError",
+    "build_parser",
+    "check_argv",
+    "describe_validity",
+    "human_duration",
+    "main",
+]
 
 PROG = "aioica-auth"
 _ENV_HELP = "set ICA_API_KEY, or ICA_USERNAME and ICA_PASSWORD, or ICA_PS_TOKEN"
@@ -174,7 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=fmt,
             allow_abbrev=False,
         )
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="as above")
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="DEBUG logging and tracebacks on stderr",
+        )
         return p
 
     p = command(
@@ -240,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         "server with short-lived tokens; prints a summary.",
         f"examples:\n  {PROG} demo\n  {PROG} demo --faults\n"
         f"  {PROG} demo --tasks 5000 --duration 30 --lifetime 2\n  {PROG} demo --json\n\n"
-        "Exit code 0 when no 401 reached a task and no task crashed, else 1; Ctrl-C prints\n"
-        "the summary so far and exits 130.",
+        "Exit code 0 when requests went through, no 401 reached a task and no task crashed,\n"
+        "else 1; Ctrl-C prints the summary so far and exits 130.",
     )
     p.add_argument("--tasks", type=_number(0, strict=True, integer=True), default=1000,
                    help="concurrent tasks (default 1000)")  # fmt: skip
@@ -276,7 +284,7 @@ def _add_endpoint_options(p: argparse.ArgumentParser, *, console_flag: bool) -> 
         help="tenant to mint for, when the user has several (the domain, on the console)",
     )
     p.add_argument("--timeout", type=_number(0, strict=True), default=30.0,
-                   help="seconds to keep trying (default 30)")  # fmt: skip
+                   help="seconds to keep retrying transient failures (default 30)")  # fmt: skip
 
 
 # -- refusing secrets on the command line ----------------------------------------------------
@@ -294,10 +302,6 @@ def _secret_env(option: str) -> str | None:
     if any(w in name for w in ("token", "jwt", "secret", "bearer", "cred", "auth", "session")):
         return "ICA_PS_TOKEN"
     return None
-
-
-def _refuse(message: str) -> UsageError:
-    return UsageError(message)
 
 
 def check_argv(argv: Sequence[str], parser: argparse.ArgumentParser) -> None:
@@ -335,12 +339,12 @@ def check_argv(argv: Sequence[str], parser: argparse.ArgumentParser) -> None:
                 )
                 if env == "ICA_PS_TOKEN":
                     msg += f" (to decode a JWT, pipe it: ... | {PROG} decode -)"
-                raise _refuse(msg)
+                raise UsageError(msg)
             known = top if command is None else commands[command]
             if name not in known:
                 where = PROG if command is None else f"{PROG} {command}"
                 msg = f"unknown option {_shown(name)!r} for {where}; see {where} --help"
-                raise _refuse(msg)
+                raise UsageError(msg)
             if command is not None and known[name] and not eq:
                 i += 1  # its value
             continue
@@ -352,7 +356,7 @@ def check_argv(argv: Sequence[str], parser: argparse.ArgumentParser) -> None:
                 elif not _WORD.fullmatch(arg):
                     hint = f"; credentials come from the environment: {_ENV_HELP}"
                 msg = f"unknown command {_shown(arg)!r}; choose from {', '.join(commands)}{hint}"
-                raise _refuse(msg)
+                raise UsageError(msg)
             command = arg
             continue
         if command == "decode" and not positional_seen:
@@ -365,7 +369,7 @@ def check_argv(argv: Sequence[str], parser: argparse.ArgumentParser) -> None:
                 f"{command} takes no positional arguments (the one given is not shown); "
                 f"credentials come from the environment only: {_ENV_HELP}"
             )
-        raise _refuse(msg)
+        raise UsageError(msg)
 
 
 # -- credentials -----------------------------------------------------------------------------
@@ -502,6 +506,8 @@ def _cmd_decode(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         token = Token.from_jwt(text)
     except InvalidResponseError as exc:
         raise _Failure(f"not a JWT: {exc.reason}") from None
+    except (OverflowError, ValueError) as exc:  # a time claim too large for a float
+        raise _Failure(f"not a usable JWT ({type(exc).__name__})") from None
     now = dt.datetime.now(dt.UTC)
     status = describe_validity(token, now)
     if args.json:

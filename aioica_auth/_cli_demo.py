@@ -1,19 +1,24 @@
-"""`aioica-auth demo`: a thousand tasks share one `TokenManager` across many token lifetimes.
+"""The commands that run the local server: `aioica-auth serve` and `aioica-auth demo`.
 
 `run_demo` starts the local ICA-compatible server in-process with short-lived tokens, runs many
 tasks through `aiohttp.ClientSession(middlewares=(manager.middleware,))` against its protected
 resource, and returns a `DemoResult`; `format_summary` renders that as the closing table. Both
-are plain functions so tests can call them with small numbers.
+are plain functions so tests can call them with small numbers. `serve_command` and
+`demo_command` are what the CLI runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import json
 import math
+import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TextIO
 
 import aiohttp
 import attrs
@@ -26,13 +31,20 @@ from ._token import Token
 __all__ = [
     "DemoProgress",
     "DemoResult",
+    "FaultSpec",
+    "ServeError",
     "TokenUse",
+    "demo_command",
     "format_latency",
     "format_progress",
     "format_summary",
+    "parse_faults",
     "percentile",
     "run_demo",
+    "serve_command",
 ]
+
+PROG = "aioica-auth"
 
 TOKEN_ENDPOINTS = (
     "ica.create",
@@ -47,6 +59,20 @@ FAULT_RATE_5XX = 0.3
 FAULT_RATE_429 = 0.1
 _TIMELINE_LINES = 20  # the text timeline shows the first and last tokens beyond this
 _REQUEST_TIMEOUT = 30.0
+_FAULT_ENDPOINTS = frozenset(
+    {
+        "*",
+        "ica.create",
+        "ica.refresh",
+        "console.create",
+        "console.details",
+        "console.refresh",
+        "console.revoke",
+        "resource",
+        "redirect",
+    }
+)
+_FAULT_KINDS = frozenset({"drop", "malformed", "html", "empty", "hang"})
 
 
 @attrs.frozen
@@ -130,8 +156,8 @@ class DemoResult:
 
     @property
     def ok(self) -> bool:
-        """No 401 reached a task and no task crashed."""
-        return self.auth_failures == 0 and self.crashed == 0
+        """No 401 reached a task, no task crashed, and requests went through."""
+        return self.auth_failures == 0 and self.crashed == 0 and self.requests > 0
 
     @property
     def token_endpoint_calls(self) -> int:
@@ -222,7 +248,11 @@ def format_summary(r: DemoResult) -> str:
             "failures retried with backoff" if r.failures else "",
         ),
         ("headers() latency p50", format_latency(r.latency_p50), f"{r.headers_calls:,} calls"),
-        ("headers() latency p99", format_latency(r.latency_p99), ""),
+        (
+            "headers() latency p99",
+            format_latency(r.latency_p99),
+            "includes each task's first call, which waits for the first mint",
+        ),
         (
             "headers() latency max",
             format_latency(r.latency_max),
@@ -259,11 +289,14 @@ def format_summary(r: DemoResult) -> str:
         lines.append(f"  ... {len(uses) - 2 * half} more tokens ...")
         lines.extend(_timeline_line(u) for u in uses[-half:])
     lines.append("")
+    result = "Result (so far)" if r.interrupted else "Result"
     if r.ok:
-        lines.append("Result: PASS: zero 401s reached the tasks and no task crashed.")
+        lines.append(f"{result}: PASS: zero 401s reached the tasks and no task crashed.")
+    elif r.requests == 0 and not r.auth_failures and not r.crashed:
+        lines.append(f"{result}: FAIL: no request completed (no token could be had).")
     else:
         lines.append(
-            f"Result: FAIL: {r.auth_failures} 401s reached the tasks, {r.crashed} tasks crashed."
+            f"{result}: FAIL: {r.auth_failures} 401s reached the tasks, {r.crashed} tasks crashed."
         )
     return "\n".join(lines)
 
@@ -519,3 +552,230 @@ def _timeline(run: _Run) -> tuple[TokenUse, ...]:
         out.append(TokenUse(fp, "unseen", None, None, int(count), first, last))
     out.sort(key=lambda u: u.received if u.received is not None else u.first_used or 0.0)
     return tuple(out)
+
+
+# -- serve -----------------------------------------------------------------------------------
+
+
+class ServeError(Exception):
+    """The local server could not listen (exit code 1)."""
+
+
+@attrs.frozen
+class FaultSpec:
+    """One `--faults` item of `serve`: `ENDPOINT:STATUS|KIND[:TIMES]`."""
+
+    endpoint: str
+    kind: str
+    status: int
+    times: int | None
+    retry_after: str | None
+
+
+def parse_faults(text: str) -> list[FaultSpec]:
+    """Parse `ica.create:503:3,ica.create:429,console.create:drop:*`.
+
+    ENDPOINT is an endpoint name or `*` (every token endpoint); then an HTTP status (a 429
+    carries `Retry-After: 1`) or one of drop, malformed, html, empty, hang; then how many
+    requests to hit (default 1; `*` for every one).
+
+    Raises:
+        ValueError: a malformed item.
+    """
+    specs = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        parts = item.split(":")
+        if len(parts) not in (2, 3):
+            msg = f"bad fault {item!r}: expected ENDPOINT:STATUS|KIND[:TIMES]"
+            raise ValueError(msg)
+        endpoint, what = parts[0], parts[1].lower()
+        if endpoint not in _FAULT_ENDPOINTS:
+            names = ", ".join(sorted(_FAULT_ENDPOINTS))
+            msg = f"unknown endpoint {endpoint!r} in --faults; one of {names}"
+            raise ValueError(msg)
+        times: int | None = 1
+        if len(parts) == 3:
+            if parts[2] == "*":
+                times = None
+            elif parts[2].isdigit() and int(parts[2]) > 0:
+                times = int(parts[2])
+            else:
+                msg = f"bad count {parts[2]!r} in --faults: a positive number or *"
+                raise ValueError(msg)
+        if what.isdigit() and 400 <= int(what) <= 599:
+            status = int(what)
+            retry_after = "1" if status == 429 else None
+            specs.append(FaultSpec(endpoint, "status", status, times, retry_after))
+        elif what in _FAULT_KINDS:
+            specs.append(FaultSpec(endpoint, what, 503, times, None))
+        else:
+            msg = f"bad fault {what!r}: an HTTP status 400-599 or one of {sorted(_FAULT_KINDS)}"
+            raise ValueError(msg)
+    if not specs:
+        msg = "--faults is empty"
+        raise ValueError(msg)
+    return specs
+
+
+@contextlib.contextmanager
+def _on_signals(callback: Callable[[int], None]) -> Iterator[None]:
+    """Call `callback(signum)` on SIGINT and SIGTERM, where the platform and thread allow."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, callback, signum)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue  # not the main thread, or not supported (Windows): Ctrl-C still raises
+        installed.append(signum)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+def serve_command(
+    *,
+    port: int,
+    lifetime: float,
+    latency: float,
+    clock_offset: float,
+    faults: Sequence[FaultSpec],
+    out: TextIO,
+) -> int:
+    """`aioica-auth serve`: run the local server until SIGINT or SIGTERM; return 0.
+
+    Raises:
+        ServeError: the port is in use, or another reason not to listen.
+    """
+    from .testing import LocalIcaServer  # the CLI's other commands don't need it
+
+    async def serve() -> int:
+        srv = LocalIcaServer(
+            port=port, lifetime=lifetime, latency=latency, clock_offset=clock_offset
+        )
+        try:
+            await srv.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                msg = f"port {port} on 127.0.0.1 is already in use; pick another --port"
+            else:
+                msg = f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}"
+            raise ServeError(msg) from exc
+        try:
+            for spec in faults:
+                srv.inject(
+                    spec.endpoint,
+                    kind=spec.kind,
+                    status=spec.status,
+                    times=spec.times,
+                    retry_after=spec.retry_after,
+                )
+            stop = asyncio.Event()
+            with _on_signals(lambda _: stop.set()):
+                lines = [
+                    "Local ICA-compatible server (aioica_auth.testing); Ctrl-C stops it.",
+                    f"  ICA v2 base URL:     {srv.ica_base_url}",
+                    f"  console v1 base URL: {srv.base_url}",
+                    f"  protected resource:  {srv.resource_url}",
+                    f"  token lifetime {lifetime:g} s, latency {latency:g} s, "
+                    f"clock offset {clock_offset:g} s",
+                    "Throwaway test credentials of this server (not secrets):",
+                    f"  API key:  {srv.api_key}",
+                    f"  username: {srv.username}",
+                    f"  password: {srv.password}",
+                    "In another shell:",
+                    f"  export ICA_API_KEY={srv.api_key} ICA_BASE_URL={srv.ica_base_url} "
+                    f"ICA_CONSOLE_URL={srv.base_url}",
+                    f"  {PROG} token --json",
+                ]
+                print("\n".join(lines), file=out, flush=True)
+                await stop.wait()
+        finally:
+            await srv.close()
+        calls = ", ".join(f"{k} {v}" for k, v in sorted(srv.counts.items())) or "none"
+        print(f"stopped; requests served: {calls}", file=out, flush=True)
+        return 0
+
+    return asyncio.run(serve())
+
+
+# -- demo ------------------------------------------------------------------------------------
+
+
+class _ProgressLine:
+    """One line rewritten in place with a carriage return."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._width = 0
+
+    def __call__(self, progress: DemoProgress) -> None:
+        text = format_progress(progress)
+        self._stream.write("\r" + text.ljust(self._width))
+        self._stream.flush()
+        self._width = len(text)
+
+    def finish(self) -> None:
+        if self._width:
+            self._stream.write("\r" + " " * self._width + "\r")
+            self._stream.flush()
+
+
+def demo_command(
+    *,
+    tasks: int,
+    duration: float,
+    lifetime: float,
+    latency: float,
+    faults: bool,
+    seed: int | None,
+    as_json: bool,
+    out: TextIO,
+) -> int:
+    """`aioica-auth demo`: run it with live progress on a TTY, print the summary.
+
+    Returns:
+        0 when no 401 reached a task and no task crashed, else 1; 128 + the signal number
+        when SIGINT or SIGTERM stopped it early (after printing the summary so far).
+    """
+    line = _ProgressLine(out) if out.isatty() and not as_json else None
+    received: list[int] = []
+
+    async def demo() -> DemoResult:
+        stop = asyncio.Event()
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            stop.set()
+
+        with _on_signals(on_signal):
+            if not as_json:  # after the handlers are in place: Ctrl-C from now on is handled
+                print(
+                    f"demo: {tasks:,} tasks for {duration:g} s through one TokenManager "
+                    f"against a local server (token lifetime {lifetime:g} s)...",
+                    file=out,
+                    flush=True,
+                )
+            return await run_demo(
+                tasks=tasks,
+                duration=duration,
+                lifetime=lifetime,
+                latency=latency,
+                faults=faults,
+                seed=seed,
+                stop=stop,
+                progress=line,
+            )
+
+    result = asyncio.run(demo())
+    if line is not None:
+        line.finish()
+    print(json.dumps(result.to_json(), indent=2) if as_json else format_summary(result), file=out)
+    if result.interrupted:
+        return 128 + (received[0] if received else signal.SIGINT)
+    return 0 if result.ok else 1

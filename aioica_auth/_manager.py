@@ -96,7 +96,13 @@ class _Entry:
     accepted: bool = False  # a resource has answered something other than 401 for it
 
 
+class _NoProgressError(TokenUnavailableError):
+    """A renewal answered with a token that expires no later than the one in use."""
+
+
 def _is_permanent(exc: IcaError) -> bool:
+    if isinstance(exc, _NoProgressError):
+        return False  # a soft failure: back off and try again, don't loop, don't give up
     if isinstance(exc, TokenUnavailableError | InvalidResponseError):
         return True
     return isinstance(exc, ApiError) and is_refusal(exc)
@@ -544,13 +550,17 @@ class TokenManager:
                 and issued.token.expires_at <= current.token.expires_at
             ):
                 msg = "the token endpoint answered with a token that expires no later than before"
-                raise TokenUnavailableError(msg)
+                raise _NoProgressError(msg)
         except IcaError as exc:
             self._failed(exc, current)
             raise
         timing = plan(issued.token, issued.reply, self._policy)
         hold = timing.valid_from - time.monotonic()
-        if hold > 0 and hold <= self._policy.nbf_wait_max:
+        if hold > self._policy.nbf_wait_max:
+            # Too far ahead to wait for: more likely our reading of the server's clock is
+            # off than the token useless. Use it now; a resource's 401 gets handled.
+            timing = attrs.evolve(timing, valid_from=time.monotonic())
+        elif hold > 0:
             # Not yet valid (`nbf` ahead): callers keep the old token meanwhile.
             await asyncio.sleep(hold)
         return self._adopt(

@@ -26,6 +26,7 @@ logger = logging.getLogger("aioica_auth")
 
 _AUTHORIZATION = "Authorization"
 _FIRST_NBF_RETRY = 0.1  # seconds; doubled on each further refusal of a young token
+_STALE_REPLAYS = 3  # resends of a request that went out with a superseded or expired token
 
 
 def _origin(url: yarl.URL) -> tuple[str, str | None, int | None]:
@@ -36,7 +37,9 @@ class BearerMiddleware:
     """Adds `Authorization: Bearer <jwt>` from a `TokenManager` to requests for its origin.
 
     - A request that already carries its own `Authorization` is left alone.
-    - On a 401 for the token it sent: a token no resource has accepted yet may only be
+    - On a 401 for a token that is no longer the one in use, or that expired while the
+      request waited for a connection: resent with the current token (at most 3 times).
+    - On a 401 for the current token: a token no resource has accepted yet may only be
       early for a resource whose clock lags the token service (ICA's `nbf` skew), so the
       request is retried with it after short, growing waits (within `nbf_wait_max`, scaled
       to the lifetime); otherwise, or after that, exactly that token is invalidated (not a
@@ -64,10 +67,8 @@ class BearerMiddleware:
         if sent is not None and not manager._is_ours(sent):
             return await handler(request)
         entry = await manager._current()
-        request.headers[_AUTHORIZATION] = entry.authorization
-        response = await handler(request)
+        response = await self._send(request, handler, entry)
         if response.status != 401:
-            entry.accepted = True
             return response
         return await self._recover(request, handler, response, entry)
 
@@ -79,21 +80,34 @@ class BearerMiddleware:
         entry: _Entry,
     ) -> aiohttp.ClientResponse:
         manager = self._manager
+        for _ in range(_STALE_REPLAYS):
+            # Sent with a token that is no longer the one in use, or that has expired since:
+            # the request waited (in aiohttp's connection pool, say) longer than the token
+            # lived. That is no refusal of the current token: resend with it.
+            if manager._entry is entry and time.monotonic() < entry.timing.expires:
+                break
+            if not _replayable(request):
+                return response
+            await _discard(response)
+            entry = await manager._current()
+            response = await self._send(request, handler, entry)
+            if response.status != 401:
+                return response
         if not _replayable(request):
             return response
-        await _discard(response)
         timing = entry.timing
         if not entry.accepted and timing.lifetime is not None:
+            # A token no resource has accepted yet may only be early for a resource whose
+            # clock lags the token service: retry it after short, growing waits.
             window = min(manager.policy.nbf_wait_max, timing.lifetime / 4)
             deadline = entry.received_at + window
             delay = _FIRST_NBF_RETRY
             while (now := time.monotonic()) < deadline and manager._entry is entry:
+                await _discard(response)
                 await asyncio.sleep(min(delay, deadline - now))
                 delay *= 2
-                request.headers[_AUTHORIZATION] = entry.authorization
-                response = await handler(request)
+                response = await self._send(request, handler, entry)
                 if response.status != 401:
-                    entry.accepted = True
                     logger.info(
                         "token %s accepted %.2f s after receipt (resource clock lag)",
                         entry.token.fingerprint,
@@ -102,13 +116,18 @@ class BearerMiddleware:
                     return response
                 if not _replayable(request):
                     return response
-                await _discard(response)
+        await _discard(response)
         manager.invalidate(entry.token)
-        fresh = await manager._current()
-        request.headers[_AUTHORIZATION] = fresh.authorization
+        return await self._send(request, handler, await manager._current())
+
+    @staticmethod
+    async def _send(
+        request: aiohttp.ClientRequest, handler: ClientHandlerType, entry: _Entry
+    ) -> aiohttp.ClientResponse:
+        request.headers[_AUTHORIZATION] = entry.authorization
         response = await handler(request)
         if response.status != 401:
-            fresh.accepted = True
+            entry.accepted = True
         return response
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import types
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
+import yarl
+from aiohttp import payload
+from multidict import CIMultiDict
 
 from aioica_auth import ApiKey, TokenManager, TokenUnavailableError
 from aioica_auth.testing import LocalIcaServer
@@ -169,3 +173,70 @@ async def test_unavailable_token_surfaces_to_the_caller(server: LocalIcaServer) 
             async with http.get(server.resource_url):
                 pass
     assert server.counts["resource"] == 0
+
+
+async def test_requests_that_outwait_their_token_in_the_pool_are_resent(servers: Any) -> None:
+    """A request that waited (for a pooled connection) until its token was superseded, and
+    whose resend waited again: resent with the current token each time, not given the 401."""
+    srv = await servers(lifetime=1.0)
+    async with ica(srv) as m:
+        sends: list[str] = []
+
+        async def slow_pool(request: Any) -> Any:
+            sent = request.headers["Authorization"]
+            sends.append(sent)
+            if len(sends) <= 2:  # queued until a newer token arrived
+                mints = m.stats.mints
+                await wait_until(lambda: m.stats.mints > mints)
+            current = (await m.headers())["Authorization"]
+            return FakeResponse(200 if sent == current else 401)
+
+        request = types.SimpleNamespace(
+            url=yarl.URL(srv.resource_url), headers=CIMultiDict(), body=payload.BytesPayload(b"x")
+        )
+        response = await m.middleware(request, slow_pool)  # type: ignore[arg-type]
+    assert response.status == 200
+    assert len(sends) == 3
+    assert len(set(sends)) == 3  # each resend carried the token current at that moment
+    assert m.stats.invalidations == 0  # stale sends are not refusals of the current token
+
+
+async def test_many_tasks_few_connections_no_401_reaches_a_task(servers: Any) -> None:
+    """More tasks than connections, short tokens: no 401 reaches a task."""
+    srv = await servers(lifetime=1.0)
+    statuses: list[int] = []
+    connector = aiohttp.TCPConnector(limit=5)
+    async with (
+        ica(srv) as m,
+        aiohttp.ClientSession(middlewares=(m.middleware,), connector=connector) as http,
+    ):
+        end = time.monotonic() + 3.0
+
+        async def worker() -> None:
+            while time.monotonic() < end:
+                async with http.get(srv.resource_url) as r:
+                    statuses.append(r.status)
+
+        await asyncio.gather(*(worker() for _ in range(150)))
+    assert statuses
+    assert set(statuses) == {200}
+
+
+class FakeResponse:
+    """Just enough of a ClientResponse for the middleware's 401 handling."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    async def read(self) -> bytes:
+        return b""
+
+    def release(self) -> None:
+        pass
+
+
+async def wait_until(predicate: Any, limit: float = 10.0) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
