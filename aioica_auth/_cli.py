@@ -21,7 +21,8 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn, TextIO
 
-from ._cli_demo import FaultSpec, ServeError, demo_command, parse_faults, serve_command
+from ._cli_demo import demo_command
+from ._cli_serve import FaultSpec, ServeError, parse_faults, serve_command
 from ._console import CONSOLE_BASE_URL, ConsoleTokenApi
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
 from ._errors import IcaError, InvalidResponseError

@@ -10,19 +10,18 @@ are plain functions so tests can call them with small numbers. `serve_command` a
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import json
 import math
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 import aiohttp
 import attrs
 
+from ._cli_serve import _on_signals
 from ._credentials import ApiKey, fingerprint
 from ._errors import IcaError
 from ._manager import TokenManager
@@ -31,17 +30,13 @@ from ._token import Token
 __all__ = [
     "DemoProgress",
     "DemoResult",
-    "FaultSpec",
-    "ServeError",
     "TokenUse",
     "demo_command",
     "format_latency",
     "format_progress",
     "format_summary",
-    "parse_faults",
     "percentile",
     "run_demo",
-    "serve_command",
 ]
 
 PROG = "aioica-auth"
@@ -59,20 +54,6 @@ FAULT_RATE_5XX = 0.3
 FAULT_RATE_429 = 0.1
 _TIMELINE_LINES = 20  # the text timeline shows the first and last tokens beyond this
 _REQUEST_TIMEOUT = 30.0
-_FAULT_ENDPOINTS = frozenset(
-    {
-        "*",
-        "ica.create",
-        "ica.refresh",
-        "console.create",
-        "console.details",
-        "console.refresh",
-        "console.revoke",
-        "resource",
-        "redirect",
-    }
-)
-_FAULT_KINDS = frozenset({"drop", "malformed", "html", "empty", "hang"})
 
 
 @attrs.frozen
@@ -555,156 +536,6 @@ def _timeline(run: _Run) -> tuple[TokenUse, ...]:
 
 
 # -- serve -----------------------------------------------------------------------------------
-
-
-class ServeError(Exception):
-    """The local server could not listen (exit code 1)."""
-
-
-@attrs.frozen
-class FaultSpec:
-    """One `--faults` item of `serve`: `ENDPOINT:STATUS|KIND[:TIMES]`."""
-
-    endpoint: str
-    kind: str
-    status: int
-    times: int | None
-    retry_after: str | None
-
-
-def parse_faults(text: str) -> list[FaultSpec]:
-    """Parse `ica.create:503:3,ica.create:429,console.create:drop:*`.
-
-    ENDPOINT is an endpoint name or `*` (every token endpoint); then an HTTP status (a 429
-    carries `Retry-After: 1`) or one of drop, malformed, html, empty, hang; then how many
-    requests to hit (default 1; `*` for every one).
-
-    Raises:
-        ValueError: a malformed item.
-    """
-    specs = []
-    for raw in text.split(","):
-        item = raw.strip()
-        if not item:
-            continue
-        parts = item.split(":")
-        if len(parts) not in (2, 3):
-            msg = f"bad fault {item!r}: expected ENDPOINT:STATUS|KIND[:TIMES]"
-            raise ValueError(msg)
-        endpoint, what = parts[0], parts[1].lower()
-        if endpoint not in _FAULT_ENDPOINTS:
-            names = ", ".join(sorted(_FAULT_ENDPOINTS))
-            msg = f"unknown endpoint {endpoint!r} in --faults; one of {names}"
-            raise ValueError(msg)
-        times: int | None = 1
-        if len(parts) == 3:
-            if parts[2] == "*":
-                times = None
-            elif parts[2].isdigit() and int(parts[2]) > 0:
-                times = int(parts[2])
-            else:
-                msg = f"bad count {parts[2]!r} in --faults: a positive number or *"
-                raise ValueError(msg)
-        if what.isdigit() and 400 <= int(what) <= 599:
-            status = int(what)
-            retry_after = "1" if status == 429 else None
-            specs.append(FaultSpec(endpoint, "status", status, times, retry_after))
-        elif what in _FAULT_KINDS:
-            specs.append(FaultSpec(endpoint, what, 503, times, None))
-        else:
-            msg = f"bad fault {what!r}: an HTTP status 400-599 or one of {sorted(_FAULT_KINDS)}"
-            raise ValueError(msg)
-    if not specs:
-        msg = "--faults is empty"
-        raise ValueError(msg)
-    return specs
-
-
-@contextlib.contextmanager
-def _on_signals(callback: Callable[[int], None]) -> Iterator[None]:
-    """Call `callback(signum)` on SIGINT and SIGTERM, where the platform and thread allow."""
-    loop = asyncio.get_running_loop()
-    installed = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, callback, signum)
-        except (NotImplementedError, RuntimeError, ValueError):
-            continue  # not the main thread, or not supported (Windows): Ctrl-C still raises
-        installed.append(signum)
-    try:
-        yield
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
-
-
-def serve_command(
-    *,
-    port: int,
-    lifetime: float,
-    latency: float,
-    clock_offset: float,
-    faults: Sequence[FaultSpec],
-    out: TextIO,
-) -> int:
-    """`aioica-auth serve`: run the local server until SIGINT or SIGTERM; return 0.
-
-    Raises:
-        ServeError: the port is in use, or another reason not to listen.
-    """
-    from .testing import LocalIcaServer  # the CLI's other commands don't need it
-
-    async def serve() -> int:
-        srv = LocalIcaServer(
-            port=port, lifetime=lifetime, latency=latency, clock_offset=clock_offset
-        )
-        try:
-            await srv.start()
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                msg = f"port {port} on 127.0.0.1 is already in use; pick another --port"
-            else:
-                msg = f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}"
-            raise ServeError(msg) from exc
-        try:
-            for spec in faults:
-                srv.inject(
-                    spec.endpoint,
-                    kind=spec.kind,
-                    status=spec.status,
-                    times=spec.times,
-                    retry_after=spec.retry_after,
-                )
-            stop = asyncio.Event()
-            with _on_signals(lambda _: stop.set()):
-                lines = [
-                    "Local ICA-compatible server (aioica_auth.testing); Ctrl-C stops it.",
-                    f"  ICA v2 base URL:     {srv.ica_base_url}",
-                    f"  console v1 base URL: {srv.base_url}",
-                    f"  protected resource:  {srv.resource_url}",
-                    f"  token lifetime {lifetime:g} s, latency {latency:g} s, "
-                    f"clock offset {clock_offset:g} s",
-                    "Throwaway test credentials of this server (not secrets):",
-                    f"  API key:  {srv.api_key}",
-                    f"  username: {srv.username}",
-                    f"  password: {srv.password}",
-                    "In another shell:",
-                    f"  export ICA_API_KEY={srv.api_key} ICA_BASE_URL={srv.ica_base_url} "
-                    f"ICA_CONSOLE_URL={srv.base_url}",
-                    f"  {PROG} token --json",
-                ]
-                print("\n".join(lines), file=out, flush=True)
-                await stop.wait()
-        finally:
-            await srv.close()
-        calls = ", ".join(f"{k} {v}" for k, v in sorted(srv.counts.items())) or "none"
-        print(f"stopped; requests served: {calls}", file=out, flush=True)
-        return 0
-
-    return asyncio.run(serve())
-
-
-# -- demo ------------------------------------------------------------------------------------
 
 
 class _ProgressLine:

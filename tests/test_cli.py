@@ -25,10 +25,10 @@ from aioica_auth._cli_demo import (
     TokenUse,
     format_latency,
     format_summary,
-    parse_faults,
     percentile,
     run_demo,
 )
+from aioica_auth._cli_serve import parse_faults
 from aioica_auth.testing import LocalIcaServer, make_jwt
 
 ROOT = Path(__file__).resolve().parent.parent
