@@ -11,6 +11,7 @@ import email.utils
 import ipaddress
 import json
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -46,6 +47,7 @@ DEFAULT_TIMEOUT = 30.0
 """Seconds for one token request, connect to last byte."""
 
 _NO_CONTENT_TYPE = ("Content-Type",)
+_DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
 _MAX_BODY = 1 << 20  # a token answer is a few KiB; anything past 1 MiB is not one
 _T = TypeVar("_T")
 
@@ -110,8 +112,9 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(min(int(value), 10**9))
+    if _DELTA_SECONDS.fullmatch(value):
+        digits = value.lstrip("0") or "0"
+        return 1e9 if len(digits) > 9 else float(int(digits))
     when = parse_http_date(value)
     if when is None:
         return None
@@ -223,7 +226,7 @@ class HttpCore:
         if raw.strip():
             try:
                 body = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 msg = "the answer is not JSON"
                 raise InvalidResponseError(
                     status,
@@ -253,10 +256,11 @@ class HttpCore:
         problem: Problem | ErrorResponse | None = None
         try:
             body = json.loads(text) if text.strip() else None
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         if isinstance(body, dict):
-            problem = _problem_of(body)
+            # Again after decoding: a server may escape a secret in ways json.dumps does not.
+            problem = _problem_of(_deep_redact(body, secrets))
         # The server's `Date` is the right "now" for an HTTP-date Retry-After.
         wait = parse_retry_after(retry_after, now=server_time)
         return error_class(status)(
@@ -281,6 +285,17 @@ def _problem_of(body: Mapping[str, Any]) -> Problem | ErrorResponse | None:
         return structure(body, kind)
     except InvalidResponseError:
         return None
+
+
+def _deep_redact(value: Any, secrets: tuple[str, ...]) -> Any:
+    """Decoded JSON with every string redacted."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {redact(str(k), secrets): _deep_redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_redact(v, secrets) for v in value]
+    return value
 
 
 def _with_escapes(secrets: Iterable[str]) -> tuple[str, ...]:

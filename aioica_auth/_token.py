@@ -83,7 +83,12 @@ class Token:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _numeric_date(claims: Mapping[str, Any], name: str) -> dt.datetime | None:
@@ -117,7 +122,7 @@ def decode_jwt(value: str) -> Token:
             options={"verify_signature": False, "verify_exp": False, "verify_nbf": False},
             algorithms=None,
         )
-    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+    except (jwt.PyJWTError, ValueError, TypeError, RecursionError) as exc:
         # Not chained: a third-party message could quote part of the token.
         msg = f"the token is not a decodable JWT ({type(exc).__name__})"
         raise InvalidResponseError(200, reason=msg) from None
