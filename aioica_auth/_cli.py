@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn, TextIO
 
 from ._cli_demo import demo_command
-from ._cli_serve import FaultSpec, ServeError, parse_faults, serve_command
+from ._cli_serve import PROG, FaultSpec, ServeError, parse_faults, serve_command
 from ._console import CONSOLE_BASE_URL, ConsoleTokenApi
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
 from ._errors import IcaError, InvalidResponseError
@@ -42,7 +42,6 @@ __all__ = [
     "main",
 ]
 
-PROG = "aioica-auth"
 _ENV_HELP = "set ICA_API_KEY, or ICA_USERNAME and ICA_PASSWORD, or ICA_PS_TOKEN"
 _JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*")
 _WORD = re.compile(r"[a-z][a-z0-9-]{0,19}")

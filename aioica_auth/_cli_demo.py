@@ -26,6 +26,7 @@ from ._credentials import ApiKey, fingerprint
 from ._errors import IcaError
 from ._manager import TokenManager
 from ._token import Token
+from .testing._faults import TOKEN_ENDPOINTS
 
 __all__ = [
     "DemoProgress",
@@ -39,16 +40,7 @@ __all__ = [
     "run_demo",
 ]
 
-PROG = "aioica-auth"
 
-TOKEN_ENDPOINTS = (
-    "ica.create",
-    "ica.refresh",
-    "console.create",
-    "console.details",
-    "console.refresh",
-    "console.revoke",
-)
 # `--faults`: bursts of 5xx and 429 (Retry-After: 1) on the mint endpoint, at random.
 FAULT_RATE_5XX = 0.3
 FAULT_RATE_429 = 0.1

@@ -11,23 +11,13 @@ from typing import TextIO
 
 import attrs
 
+from .testing._faults import ENDPOINTS, FAULT_KINDS
+
 __all__ = ["FaultSpec", "ServeError", "parse_faults", "serve_command"]
 
 PROG = "aioica-auth"
-_FAULT_ENDPOINTS = frozenset(
-    {
-        "*",
-        "ica.create",
-        "ica.refresh",
-        "console.create",
-        "console.details",
-        "console.refresh",
-        "console.revoke",
-        "resource",
-        "redirect",
-    }
-)
-_FAULT_KINDS = frozenset({"drop", "malformed", "html", "empty", "hang"})
+_FAULT_ENDPOINTS = ENDPOINTS - {"other"} | {"*"}
+_FAULT_KINDS = FAULT_KINDS - {"status"}  # a status is given as a number instead
 
 
 class ServeError(Exception):

@@ -6,11 +6,10 @@ from collections.abc import Iterable
 
 import aiohttp
 import attrs
-import yarl
 
 from ._credentials import ApiKey, BasicAuth, Credential, Jwt, PsToken, auth_headers, secrets_of
 from ._errors import InvalidResponseError
-from ._http import DEFAULT_TIMEOUT, HttpCore, Reply
+from ._http import DEFAULT_TIMEOUT, Reply, TokenEndpoints
 from ._models import AccessTokenRequest, TokenDetailResponse, TokenResponse, converter
 from ._token import Token, decode_answer
 
@@ -66,7 +65,7 @@ class MintOptions:
         return params
 
 
-class ConsoleTokenApi:
+class ConsoleTokenApi(TokenEndpoints):
     """Raw calls to the console v1 token endpoints, over the caller's `aiohttp.ClientSession`.
 
     The obsolete `api_key` query parameter of `POST /v1/tokens` is deliberately never sent: a
@@ -88,15 +87,7 @@ class ConsoleTokenApi:
         *,
         timeout: float | aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
     ) -> None:
-        self._http = HttpCore.create(session, base_url, timeout)
-
-    @property
-    def base_url(self) -> yarl.URL:
-        """The validated host root, without a trailing slash."""
-        return self._http.base_url
-
-    def __repr__(self) -> str:
-        return f"ConsoleTokenApi(base_url={str(self.base_url)!r})"
+        super().__init__(session, base_url, timeout=timeout)
 
     async def create_token(
         self,

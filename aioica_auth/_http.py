@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "HttpCore",
     "Reply",
+    "TokenEndpoints",
     "check_base_url",
     "is_loopback",
     "parse_http_date",
@@ -271,6 +272,27 @@ class HttpCore:
             excerpt="" if problem else scrub(text, secrets),
             retry_after=wait,
         )
+
+
+class TokenEndpoints:
+    """What both endpoint classes share: a validated base URL and one `HttpCore`."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        timeout: float | aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._http = HttpCore.create(session, base_url, timeout)
+
+    @property
+    def base_url(self) -> yarl.URL:
+        """The validated base URL, without a trailing slash."""
+        return self._http.base_url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={str(self.base_url)!r})"
 
 
 def _problem_of(body: Mapping[str, Any]) -> Problem | ErrorResponse | None:

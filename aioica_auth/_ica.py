@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import aiohttp
-import yarl
 
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken, auth_headers, secrets_of
 from ._errors import InvalidResponseError
-from ._http import DEFAULT_TIMEOUT, HttpCore, Reply
+from ._http import DEFAULT_TIMEOUT, Reply, TokenEndpoints
 from ._models import IcaTokenBody
 from ._token import Token, decode_answer
 
@@ -21,7 +20,7 @@ _ACCEPT = "application/vnd.illumina.v3+json, application/problem+json"
 _OK = (200, 201)  # the spec says 200; some deployments answered 201
 
 
-class IcaTokenApi:
+class IcaTokenApi(TokenEndpoints):
     """Raw calls to the ICA v2 token endpoints, over the caller's `aiohttp.ClientSession`.
 
     Args:
@@ -40,15 +39,7 @@ class IcaTokenApi:
         *,
         timeout: float | aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
     ) -> None:
-        self._http = HttpCore.create(session, base_url, timeout)
-
-    @property
-    def base_url(self) -> yarl.URL:
-        """The validated API root, without a trailing slash."""
-        return self._http.base_url
-
-    def __repr__(self) -> str:
-        return f"IcaTokenApi(base_url={str(self.base_url)!r})"
+        super().__init__(session, base_url, timeout=timeout)
 
     async def create_jwt_token(
         self, credential: ApiKey | BasicAuth | PsToken, *, tenant: str | None = None

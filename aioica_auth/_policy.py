@@ -25,29 +25,27 @@ __all__ = ["Policy", "Timing", "plan"]
 _DATE_RESOLUTION = 2.0  # `Date` has one-second resolution: smaller offsets are noise
 
 
-def _positive(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{attribute.name} must be a number of seconds, not {type(value).__name__}"
-        raise TypeError(msg)
-    if not (math.isfinite(value) and value > 0):
-        msg = f"{attribute.name} must be a positive, finite number of seconds"
-        raise ValueError(msg)
+def _seconds(*, low: float, high: float = math.inf, allow_low: bool) -> Any:
+    """An attrs validator: a real number in (low, high], or [low, high] with `allow_low`."""
+
+    def check(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            msg = f"{attribute.name} must be a number, not {type(value).__name__}"
+            raise TypeError(msg)
+        above = value >= low if allow_low else value > low
+        if not (math.isfinite(value) and above and value <= high):
+            bound = "non-negative" if allow_low else "positive"
+            msg = f"{attribute.name} must be a {bound}, finite number" + (
+                f" no larger than {high:g}" if math.isfinite(high) else ""
+            )
+            raise ValueError(msg)
+
+    return check
 
 
-def _non_negative(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{attribute.name} must be a number, not {type(value).__name__}"
-        raise TypeError(msg)
-    if not (math.isfinite(value) and value >= 0):
-        msg = f"{attribute.name} must be a non-negative, finite number"
-        raise ValueError(msg)
-
-
-def _fraction(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
-    _non_negative(instance, attribute, value)
-    if value > 0.5:
-        msg = f"{attribute.name} must be between 0 and 0.5"
-        raise ValueError(msg)
+_positive = _seconds(low=0, allow_low=False)
+_non_negative = _seconds(low=0, allow_low=True)
+_fraction = _seconds(low=0, high=0.5, allow_low=True)
 
 
 @attrs.frozen(kw_only=True)
