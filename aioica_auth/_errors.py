@@ -45,6 +45,7 @@ __all__ = [
 _EXCERPT_LIMIT = 200
 # JWTs (three base64url segments, header starting "eyJ"), and long opaque tokens.
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*")
+_TAIL_RE = re.compile(r"\*\*\*(?:\.[A-Za-z0-9_-]+)+")
 _BEARER_RE = re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 
 
@@ -171,6 +172,9 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in sorted((x for x in secrets if x), key=len, reverse=True):
         text = text.replace(secret, "***")
     text = _JWT_RE.sub("***", text)
+    # JWTs written back to back: the first match swallows the next header, so its payload
+    # and signature follow a `***`. Absorb them too.
+    text = _TAIL_RE.sub("***", text)
     return _BEARER_RE.sub(r"\1 ***", text)
 
 
