@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import types
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -51,10 +52,24 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
+# What a leaked secret of the local server looks like: a JWT, its API keys, its psTokens.
+_SECRET_SHAPES = re.compile(
+    r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|test-apikey-[0-9a-f]{8}|ps\.[A-Za-z0-9_-]{20}"
+)
+
+
 @pytest.fixture(autouse=True)
-def _debug_logs(caplog: pytest.LogCaptureFixture) -> None:
-    """Every test runs with aioica_auth logging at DEBUG, so redaction scans see everything."""
+def _debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every test runs with aioica_auth logging at DEBUG, and over the whole suite no log
+    record (message, arguments or exception text) holds anything shaped like a secret."""
     caplog.set_level(logging.DEBUG, logger="aioica_auth")
+    yield
+    for record in caplog.records:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += " " + repr(record.exc_info[1]) + " " + str(record.exc_info[1])
+        leak = _SECRET_SHAPES.search(text)
+        assert leak is None, f"secret-shaped text in a {record.name} log record: {text[:200]}"
 
 
 @pytest.fixture
