@@ -32,7 +32,7 @@ import aiohttp
 import attrs
 import yarl
 
-from ._console import CONSOLE_BASE_URL, ConsoleTokenApi, MintOptions
+from ._console import CONSOLE_BASE_URL, MintOptions
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
 from ._errors import (
     ApiError,
@@ -42,25 +42,15 @@ from ._errors import (
     TransportTimeoutError,
 )
 from ._http import check_base_url
-from ._ica import ICA_BASE_URL, IcaTokenApi
+from ._ica import ICA_BASE_URL
 from ._middleware import BearerMiddleware
 from ._policy import Policy, Timing, plan
-from ._sources import (
-    ConsoleMintSource,
-    ConsoleSessionSource,
-    IcaJwtSource,
-    IcaMintSource,
-    IcaRefreshSource,
-    TokenSource,
-    is_refusal,
-)
-from ._token import Token, decode_jwt
+from ._sources import SourceFactory, TokenSource, console_sources, ica_sources, is_refusal
+from ._token import Token
 
 __all__ = ["ManagerStats", "TokenManager"]
 
 logger = logging.getLogger("aioica_auth")
-
-SourceFactory = Callable[[aiohttp.ClientSession, Policy], TokenSource]
 
 
 @attrs.frozen
@@ -186,23 +176,13 @@ class TokenManager:
             ValueError: a bad base URL or policy value. TypeError: an unknown keyword.
         """
         url = check_base_url(base_url)
-        if tenant is not None and (not isinstance(tenant, str) or not tenant.strip()):
-            msg = "tenant must be a non-empty string or None"
-            raise ValueError(msg)
-        _check_credential(credential, (ApiKey, BasicAuth, PsToken, Jwt))
-        if isinstance(credential, Jwt):
-            given = _decode_given(credential)
-
-        def factory(session: aiohttp.ClientSession, pol: Policy) -> TokenSource:
-            api = IcaTokenApi(session, str(url), timeout=pol.request_timeout)
-            if isinstance(credential, ApiKey):
-                return IcaMintSource(api, credential, tenant)
-            if isinstance(credential, BasicAuth | PsToken):
-                return IcaRefreshSource(api, credential, tenant)
-            return IcaJwtSource(api, credential, given)
-
+        factory = ica_sources(credential, url, tenant)
         return cls(
-            factory, base_url=url, session=session, policy=_policy(policy), on_token=on_token
+            factory,
+            base_url=url,
+            session=session,
+            policy=Policy.from_keywords(policy),
+            on_token=on_token,
         )
 
     @classmethod
@@ -240,16 +220,13 @@ class TokenManager:
         """
         url = check_base_url(base_url)
         options = MintOptions(client_id, domain, data, scopes, cwid, cid)
-        _check_credential(credential, (ApiKey, BasicAuth, PsToken))
-
-        def factory(session: aiohttp.ClientSession, pol: Policy) -> TokenSource:
-            api = ConsoleTokenApi(session, str(url), timeout=pol.request_timeout)
-            if isinstance(credential, PsToken):
-                return ConsoleSessionSource(api, credential, options)
-            return ConsoleMintSource(api, credential, options)
-
+        factory = console_sources(credential, url, options)
         return cls(
-            factory, base_url=url, session=session, policy=_policy(policy), on_token=on_token
+            factory,
+            base_url=url,
+            session=session,
+            policy=Policy.from_keywords(policy),
+            on_token=on_token,
         )
 
     # -- public API -------------------------------------------------------------------------
@@ -716,30 +693,3 @@ class TokenManager:
 def _log_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         logger.error("token refresh scheduler stopped: %r", exc, exc_info=exc)
-
-
-def _check_credential(credential: object, kinds: tuple[type, ...]) -> None:
-    if not isinstance(credential, kinds):
-        names = ", ".join(k.__name__ for k in kinds)
-        msg = f"credential must be one of {names}, not {type(credential).__name__}"
-        raise TypeError(msg)
-
-
-def _decode_given(credential: Jwt) -> Token:
-    try:
-        return decode_jwt(credential.token)
-    except InvalidResponseError:
-        msg = "the Jwt credential is not a decodable JWT"
-        raise ValueError(msg) from None
-
-
-def _policy(values: Mapping[str, Any]) -> Policy:
-    known = {a.name for a in attrs.fields(Policy)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        msg = (
-            f"unknown keyword(s) {', '.join(unknown)}; "
-            f"policy keywords are: {', '.join(sorted(known))}"
-        )
-        raise TypeError(msg)
-    return Policy(**values)

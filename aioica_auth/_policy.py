@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -88,6 +89,24 @@ class Policy:
     nbf_wait_max: float = attrs.field(default=30.0, validator=_non_negative)
     keepalive_interval: float = attrs.field(default=600.0, validator=_positive)
     revoke_on_close: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+
+    @classmethod
+    def from_keywords(cls, values: Mapping[str, Any]) -> Policy:
+        """A policy from `**policy` keywords; a misspelt one names the real ones.
+
+        Raises:
+            TypeError: an unknown keyword or a value of the wrong type.
+            ValueError: a value out of range.
+        """
+        known = {a.name for a in attrs.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            msg = (
+                f"unknown keyword(s) {', '.join(unknown)}; "
+                f"policy keywords are: {', '.join(sorted(known))}"
+            )
+            raise TypeError(msg)
+        return cls(**values)
 
     def backoff(self, failures: int, lifetime: float | None, retry_after: float | None) -> float:
         """Seconds to wait before attempt number `failures + 1`: exponential, equal jitter."""

@@ -15,16 +15,20 @@ valid), to `keep_alive` a session, or to `revoke`; each source decides what that
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
+import aiohttp
 import attrs
+import yarl
 
 from ._console import ConsoleTokenApi, MintOptions
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
-from ._errors import ApiError, TokenUnavailableError
+from ._errors import ApiError, InvalidResponseError, TokenUnavailableError
 from ._http import Reply
 from ._ica import IcaTokenApi
-from ._token import Token
+from ._policy import Policy
+from ._token import Token, decode_jwt
 
 __all__ = [
     "ConsoleMintSource",
@@ -33,7 +37,10 @@ __all__ = [
     "IcaMintSource",
     "IcaRefreshSource",
     "Issued",
+    "SourceFactory",
     "TokenSource",
+    "console_sources",
+    "ica_sources",
     "is_refusal",
 ]
 
@@ -209,3 +216,69 @@ class ConsoleSessionSource:
 
     async def revoke(self, token: Token) -> None:
         await self.api.revoke_token(token)
+
+
+SourceFactory = Callable[[aiohttp.ClientSession, Policy], TokenSource]
+"""Builds a manager's source once its session exists (in the running loop)."""
+
+
+def ica_sources(
+    credential: ApiKey | BasicAuth | PsToken | Jwt, base_url: yarl.URL, tenant: str | None
+) -> SourceFactory:
+    """The ICA v2 source for `credential`, checked now, built when the session exists.
+
+    Raises:
+        TypeError: not a credential ICA takes. ValueError: a blank tenant, or a `Jwt` that
+            does not decode.
+    """
+    _check_credential(credential, (ApiKey, BasicAuth, PsToken, Jwt))
+    if tenant is not None and (not isinstance(tenant, str) or not tenant.strip()):
+        msg = "tenant must be a non-empty string or None"
+        raise ValueError(msg)
+    given = _decode_given(credential) if isinstance(credential, Jwt) else None
+
+    def build(session: aiohttp.ClientSession, policy: Policy) -> TokenSource:
+        api = IcaTokenApi(session, str(base_url), timeout=policy.request_timeout)
+        if isinstance(credential, ApiKey):
+            return IcaMintSource(api, credential, tenant)
+        if isinstance(credential, BasicAuth | PsToken):
+            return IcaRefreshSource(api, credential, tenant)
+        assert isinstance(credential, Jwt)
+        assert given is not None
+        return IcaJwtSource(api, credential, given)
+
+    return build
+
+
+def console_sources(
+    credential: ApiKey | BasicAuth | PsToken, base_url: yarl.URL, options: MintOptions
+) -> SourceFactory:
+    """The console v1 source for `credential`, checked now, built when the session exists.
+
+    Raises:
+        TypeError: not a credential the console takes.
+    """
+    _check_credential(credential, (ApiKey, BasicAuth, PsToken))
+
+    def build(session: aiohttp.ClientSession, policy: Policy) -> TokenSource:
+        api = ConsoleTokenApi(session, str(base_url), timeout=policy.request_timeout)
+        if isinstance(credential, PsToken):
+            return ConsoleSessionSource(api, credential, options)
+        return ConsoleMintSource(api, credential, options)
+
+    return build
+
+
+def _check_credential(credential: object, kinds: tuple[type, ...]) -> None:
+    if not isinstance(credential, kinds):
+        names = ", ".join(k.__name__ for k in kinds)
+        msg = f"credential must be one of {names}, not {type(credential).__name__}"
+        raise TypeError(msg)
+
+
+def _decode_given(credential: Jwt) -> Token:
+    try:
+        return decode_jwt(credential.token)
+    except InvalidResponseError:
+        msg = "the Jwt credential is not a decodable JWT"
+        raise ValueError(msg) from None
