@@ -248,14 +248,16 @@ class TokenManager:
         hot = self._hot
         if hot is not None and min_validity is None:
             return hot
-        return (await self._acquire(min_validity)).headers
+        entry = self._ready(min_validity) or await self._wait_for_token(min_validity)
+        return entry.headers
 
     async def token(self, *, min_validity: float | None = None) -> Token:
         """The current `Token`, under the same rules as `headers()`."""
         entry = self._hot_entry
         if entry is not None and min_validity is None:
             return entry.token
-        return (await self._acquire(min_validity)).token
+        entry = self._ready(min_validity) or await self._wait_for_token(min_validity)
+        return entry.token
 
     @property
     def middleware(self) -> BearerMiddleware:
@@ -376,8 +378,9 @@ class TokenManager:
             return entry.timing.expires - now >= min_validity
         return now < entry.timing.hard_at
 
-    async def _acquire(self, min_validity: float | None) -> _Entry:
-        """The slow path: start, kick a background refresh, or wait for one."""
+    def _ready(self, min_validity: float | None) -> _Entry | None:
+        """The slow path's first step, without a coroutine: the token in use if it will do
+        (kicking a background refresh past its refresh point), or None to wait."""
         self._start()
         if min_validity is not None and (
             isinstance(min_validity, bool)
@@ -393,9 +396,11 @@ class TokenManager:
             if now >= entry.timing.refresh_at:
                 self._kick()
             return entry
-        return await self._wait_for_token(min_validity, now)
+        return None
 
-    async def _wait_for_token(self, min_validity: float | None, now: float) -> _Entry:
+    async def _wait_for_token(self, min_validity: float | None) -> _Entry:
+        """Wait for the one renewal (starting it if needed), retrying within acquire_timeout."""
+        now = time.monotonic()
         self._counts["waits"] += 1
         deadline = now + self._policy.acquire_timeout
         first = self._entry
@@ -418,8 +423,16 @@ class TokenManager:
                 raise RuntimeError(msg)
             if max(self._next_attempt, now) >= deadline and self._inflight is None:
                 return self._fallback(entry, now, last, timed_out=True)
+            task = self._start_renewal()
             try:
-                await self._join(self._start_renewal())
+                if not task.done():
+                    # Parked on a future of our own (not the task): cancelling this caller
+                    # never cancels the renewal. Cheaper than asyncio.shield for 10,000.
+                    assert self._loop is not None
+                    waiter: asyncio.Future[None] = self._loop.create_future()
+                    self._waiters.append(waiter)
+                    await waiter
+                task.result()
             except IcaError as exc:
                 last = exc
             except asyncio.CancelledError:
@@ -474,18 +487,6 @@ class TokenManager:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
-
-    async def _join(self, task: asyncio.Task[_Entry]) -> _Entry:
-        """Wait for `task` on a future of our own: cancelling us never cancels it.
-
-        (Cheaper than `asyncio.shield` for 10,000 waiters: one future and one wake-up each.)
-        """
-        if not task.done():
-            assert self._loop is not None
-            waiter: asyncio.Future[None] = self._loop.create_future()
-            self._waiters.append(waiter)
-            await waiter
-        return task.result()
 
     def _set_hot(self, entry: _Entry | None) -> None:
         """Serve `entry` from the hot path until its refresh point (None: stop serving)."""
@@ -649,7 +650,7 @@ class TokenManager:
             entry = self._entry
             if entry is not None and now >= entry.timing.refresh_at and now >= self._next_attempt:
                 with contextlib.suppress(IcaError):  # logged and backed off in _renew
-                    await self._join(self._start_renewal())
+                    await asyncio.shield(self._start_renewal())
             elif now >= self._next_keepalive:
                 await self._keep_alive()
 
@@ -687,7 +688,7 @@ class TokenManager:
         entry = self._hot_entry
         if entry is not None:
             return entry
-        return await self._acquire(None)
+        return self._ready(None) or await self._wait_for_token(None)
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -26,7 +26,7 @@ FULL = {
 }
 SMOKE = {
     "H": {"tasks": 50, "calls": 20, "rounds": 2},
-    "S": {"tasks": 200, "latency": 0.05},
+    "S": {"tasks": 200, "latency": 0.05, "rounds": 1},
     "L": {"tasks": 10, "duration": 2.0, "lifetime": 1.0},
     "M": {"calls": 10_000, "cycles": 10},
 }
@@ -80,6 +80,7 @@ def table(results: dict[str, Any]) -> str:
                 )
             )
         rows.append(("S", "floor (event woken after latency)", f"{s['floor']['wall_ms']} ms wall"))
+        rows.append(("S", "expired storm / floor", f"{s['expired_ratio']}x"))
     if lc := results.get("L"):
         rows += [
             (
