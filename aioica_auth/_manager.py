@@ -497,7 +497,8 @@ class TokenManager:
             now = time.monotonic()
             if entry.timing.valid_from <= now < entry.timing.refresh_at:
                 delay = entry.timing.refresh_at - now
-                self._cool = self._loop.call_at(self._loop.time() + delay, self._set_hot, None)
+                if not math.isinf(delay):  # a token without `exp` is never retired by time
+                    self._cool = self._loop.call_at(self._loop.time() + delay, self._set_hot, None)
                 self._hot, self._hot_entry = entry.headers, entry
                 return
         self._hot = self._hot_entry = None
