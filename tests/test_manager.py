@@ -504,3 +504,16 @@ async def test_debug_logs_over_full_lifecycles_hold_no_secret(
         assert secret not in caplog.text
         assert secret[-12:] not in caplog.text
     assert srv.counts["console.revoke"] == 1
+
+
+async def test_token_without_exp_is_used_until_refused(server: LocalIcaServer) -> None:
+    """A given JWT without `exp`: served from the hot path with no request and no timer."""
+    from aioica_auth.testing import make_jwt
+
+    value = make_jwt(include_exp=False)
+    async with ica(server, Jwt(value)) as m:
+        assert (await m.headers())["Authorization"] == "Bearer " + value
+        assert m._cool is None
+        assert await m.headers() is await m.headers()
+        assert (await m.token()).expires_at is None
+    assert server.counts["ica.refresh"] == 0
