@@ -338,7 +338,7 @@ class TokenManager:
         return f"TokenManager(base_url={str(self._base_url)!r}, {state})"
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if self._closed:
+        if getattr(self, "_closed", True):  # closed, or __init__ never finished
             return
         leaked = (
             self._owns_session and self._session is not None and not self._session.closed
@@ -664,7 +664,7 @@ class TokenManager:
         except (IcaError, TimeoutError) as exc:
             retry = min(self._policy.keepalive_interval, 30.0)
             self._next_keepalive = time.monotonic() + retry
-            logger.warning("psToken session keep-alive failed (%s); retrying in %.0f s", exc, retry)
+            logger.warning("psToken session keep-alive failed (%s); retrying in %.1f s", exc, retry)
             if isinstance(exc, TokenUnavailableError):
                 self._permanent = (time.monotonic() + self._policy.error_memory, exc)
         else:
