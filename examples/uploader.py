@@ -23,17 +23,22 @@ async def upload_part(http: aiohttp.ClientSession, base: str, part: int) -> int:
         return r.status
 
 
-async def main(parts: int) -> int:
-    base = os.environ.get("ICA_BASE_URL", ICA_BASE_URL)
-    manager = TokenManager.for_ica(ApiKey(os.environ["ICA_API_KEY"]), base_url=base)
-    limit = asyncio.Semaphore(100)  # bound the connections, not the tasks
+async def upload_all(manager: TokenManager, base: str, parts: int) -> list[int]:
+    """Upload `parts` parts concurrently; the statuses, in order."""
+    limit = asyncio.Semaphore(100)  # bound the requests in flight to the connection pool
 
     async def one(http: aiohttp.ClientSession, part: int) -> int:
         async with limit:
             return await upload_part(http, base, part)
 
-    async with manager, aiohttp.ClientSession(middlewares=(manager.middleware,)) as http:
-        statuses = await asyncio.gather(*(one(http, n) for n in range(parts)))
+    async with aiohttp.ClientSession(middlewares=(manager.middleware,)) as http:
+        return await asyncio.gather(*(one(http, n) for n in range(parts)))
+
+
+async def main(parts: int) -> int:
+    base = os.environ.get("ICA_BASE_URL", ICA_BASE_URL)
+    async with TokenManager.for_ica(ApiKey(os.environ["ICA_API_KEY"]), base_url=base) as manager:
+        statuses = await upload_all(manager, base, parts)
     ok = statuses.count(200)
     print(f"{ok}/{parts} parts uploaded with {manager.stats.mints} token request(s)")
     return 0 if ok == parts else 1

@@ -18,7 +18,8 @@ from aioica_auth.testing import LocalIcaServer
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"<!-- runnable -->\s*```python\n(.*?)```", re.DOTALL)
 README_BLOCKS = BLOCK.findall((ROOT / "README.md").read_text(encoding="utf-8"))
-EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("test_"))
+EXAMPLE_TESTS = sorted((ROOT / "examples").glob("test_*.py"))
 
 
 async def run_python(args: list[str], server: LocalIcaServer) -> tuple[int, str]:
@@ -74,3 +75,29 @@ async def test_example_runs(server: LocalIcaServer, script: Path) -> None:
     assert status == 0, out
     assert server.api_key not in out
     assert out.strip()
+
+
+@pytest.mark.parametrize("tests", EXAMPLE_TESTS, ids=[p.name for p in EXAMPLE_TESTS])
+async def test_example_test_suite_passes(tests: Path) -> None:
+    """The README's "testing your own code" example is a real pytest file, and it passes."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(tests),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with asyncio.timeout(50):
+            out, _ = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode == 0, out.decode()
+    assert b" passed" in out
