@@ -10,6 +10,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -921,7 +922,7 @@ async def test_counts_and_request_log(
     assert server.counts == {"ica.create": 1}
     assert server.statuses == {("ica.create", 200): 1}
     server.reset_counters()
-    assert (server.counts, server.statuses, server.requests) == ({}, {}, [])
+    assert (server.counts, server.statuses, server.requests) == ({}, {}, deque())
 
 
 async def test_no_secret_in_logs_or_repr(
@@ -981,3 +982,14 @@ async def test_close_with_hanging_request_is_prompt(client: aiohttp.ClientSessio
             await task
     others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert others == []
+
+
+async def test_request_log_is_bounded(servers: Any) -> None:
+    """The request log keeps the newest max_recorded requests; the counters count all."""
+    srv = await servers(max_recorded=3)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(5):
+            async with session.get(srv.resource_url) as r:
+                assert r.status == 401
+    assert len(srv.requests) == 3
+    assert srv.counts["resource"] == 5

@@ -79,6 +79,7 @@ class LocalIcaServer:
         rotate_ps_tokens: Whether ``/v1/tokens:refresh`` answers with a new psToken (the old
             one then dies) instead of the same one.
         tenants: Tenant names of the test user; the API key belongs to the first.
+        max_recorded: How many requests `requests` keeps (the newest); counters count all.
 
     Raises:
         ValueError: For a host that is not a loopback address, no tenants, or a negative or
@@ -98,6 +99,7 @@ class LocalIcaServer:
         session_lifetime: float = 3600.0,
         rotate_ps_tokens: bool = False,
         tenants: Sequence[str] = ("test-tenant",),
+        max_recorded: int = 100_000,
     ) -> None:
         _check_loopback(host)
         if isinstance(tenants, str) or not tenants or len(set(tenants)) != len(tenants):
@@ -118,7 +120,8 @@ class LocalIcaServer:
         self.tenants: tuple[str, ...] = tuple(tenants)
         self.counts: collections.Counter[str] = collections.Counter()
         self.statuses: collections.Counter[tuple[str, int]] = collections.Counter()
-        self.requests: list[RecordedRequest] = []
+        # Bounded: `aioica-auth serve` may run for days under load.
+        self.requests: collections.deque[RecordedRequest] = collections.deque(maxlen=max_recorded)
         self._registry = Registry(clock=self.now, tenants=self.tenants)
         self._faults = FaultBook()
         self._runner: web.AppRunner | None = None
