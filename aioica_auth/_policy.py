@@ -178,5 +178,9 @@ def plan(token: Token, reply: Reply | None, policy: Policy) -> Timing:
     refresh_at = expires - window - random.random() * policy.jitter * window
     valid_from = anchor
     if nbf is not None and nbf > server_now:
-        valid_from = anchor + (nbf - server_now)
+        # Each bound errs on its safe side: expiry counts from when the request was sent
+        # (earlier than the server stamped `iat`), validity from when the answer arrived
+        # (later than it).
+        start = reply.received_at if reply is not None else anchor
+        valid_from = start + (nbf - server_now)
     return Timing(valid_from, refresh_at, expires - hard, expires, lifetime, skew)

@@ -124,3 +124,15 @@ def test_backoff_grows_is_capped_by_lifetime_and_honours_retry_after() -> None:
     assert p.backoff(30, 6.0, None) <= 1.0
     assert p.backoff(1, 6.0, 5.0) == 5.0
     assert p.backoff(1, None, 10_000.0) == p.retry_after_max
+
+
+def test_validity_counts_from_receipt_and_expiry_from_sending() -> None:
+    """Each bound errs on its safe side: with 0.3 s between sending and receipt, `nbf` is
+    counted from receipt (never too early) and `exp` from sending (never too late)."""
+    now = time.time()
+    token = Token.from_jwt(make_jwt(issued_at=now, not_before=now + 1, lifetime=60))
+    sent = time.monotonic()
+    slow = Reply(200, None, sent, now, sent + 0.3, None, "https://x/api/tokens")
+    t = plan(token, slow, Policy())
+    assert t.valid_from == pytest.approx(sent + 0.3 + 1, abs=1e-6)
+    assert t.expires == pytest.approx(sent + 60 - 3, abs=1e-6)
