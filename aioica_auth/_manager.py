@@ -85,6 +85,10 @@ class _Entry:
     authorization: str
     accepted: bool = False  # a resource has answered something other than 401 for it
 
+    def live(self, now: float) -> bool:
+        """Valid at `now`: past `nbf`, before expiry (windows aside)."""
+        return self.timing.valid_from <= now < self.timing.expires
+
 
 class _NoProgressError(TokenUnavailableError):
     """A renewal answered with a token that expires no later than the one in use."""
@@ -408,10 +412,7 @@ class TokenManager:
         while True:
             entry = self._entry
             if self._usable(entry, now, min_validity) or (
-                entry is not None
-                and entry is not first
-                and now < entry.timing.expires
-                and now >= entry.timing.valid_from
+                entry is not None and entry is not first and entry.live(now)
             ):
                 assert entry is not None
                 return entry  # a renewed token is as good as it gets, even if short-lived
@@ -445,7 +446,7 @@ class TokenManager:
             now = time.monotonic()
             if last is not None and self._entry is entry:
                 # The attempt failed: a still-unexpired token beats no token.
-                if entry is not None and entry.timing.valid_from <= now < entry.timing.expires:
+                if entry is not None and entry.live(now):
                     return entry
                 if _is_permanent(last) or now >= deadline:
                     return self._fallback(entry, now, last, timed_out=now >= deadline)
@@ -454,7 +455,7 @@ class TokenManager:
         self, entry: _Entry | None, now: float, cause: IcaError | None, *, timed_out: bool = False
     ) -> _Entry:
         """After failures: the current token while it is unexpired, else the error."""
-        if entry is not None and entry.timing.valid_from <= now < entry.timing.expires:
+        if entry is not None and entry.live(now):
             return entry
         if cause is not None and not timed_out:
             msg = f"no valid token: {cause}"
