@@ -602,12 +602,14 @@ class TokenManager:
             if self._source is not None and self._source.keeps_session:
                 self._next_keepalive = time.monotonic() + self._policy.keepalive_interval
         lifetime = "unknown" if timing.lifetime is None else f"{timing.lifetime:.1f} s"
+        skew = "" if timing.skew is None else f", server clock {timing.skew:+.0f} s from ours"
         logger.info(
-            "%s token %s (lifetime %s, refresh in %.1f s)",
+            "%s token %s (lifetime %s, refresh in %.1f s%s)",
             "using given" if quiet else "minted" if minted else "refreshed",
             token.fingerprint,
             lifetime,
             timing.refresh_at - time.monotonic(),
+            skew,
         )
         self._ensure_scheduler()
         if self._on_token is not None and self._loop is not None:

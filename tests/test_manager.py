@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -303,9 +304,10 @@ async def test_connection_drops_are_retried(servers: Any) -> None:
 
 @pytest.mark.parametrize("offset", [600.0, -600.0])
 async def test_server_clock_ten_minutes_off_causes_no_401_storm(
-    servers: Any, offset: float
+    servers: Any, offset: float, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Server clock 10 min ahead or behind: tokens judged in server time, no 401s, no storm."""
+    """Server clock 10 min ahead or behind: tokens judged in server time, no 401s, no storm;
+    the offset is logged as a diagnostic."""
     srv = await servers(lifetime=1.0, clock_offset=offset)
     statuses: list[int] = []
     async with ica(srv) as m, aiohttp.ClientSession(middlewares=(m.middleware,)) as http:
@@ -316,6 +318,8 @@ async def test_server_clock_ten_minutes_off_causes_no_401_storm(
             await asyncio.sleep(0.01)
     assert set(statuses) == {200}
     assert 2 <= srv.counts["ica.create"] <= 6  # ~one per 0.75 s, not one per call
+    sign = "+" if offset > 0 else "-"
+    assert re.search(rf"server clock \{sign}(599|600|601) s from ours", caplog.text)
 
 
 async def test_not_yet_valid_token_is_held_until_valid(servers: Any) -> None:
