@@ -3,9 +3,15 @@
 Every window is scaled to the token's lifetime L, so the same defaults serve a 2-second test
 token and a day-long production one:
 
-    refresh window  = min(refresh_margin, L/4)   background refresh starts this long before expiry
+    refresh window  = min(refresh_margin, L/2)   background refresh starts this long before expiry
+                                                 (20 min of a day-long token, half a short one),
+                                                 brought forward by up to `jitter` of itself
     hard window     = min(min_validity, L/10)    from here callers wait for the refresh
     leeway          = min(leeway, L/20)          the token is treated as expired this much early
+
+The refresh window is the headroom that survives an outage of the token endpoint: peers give
+a day-long token 5 min (Azure .NET), 20 min (Databricks, `min(L/2, 20 min)`) or half its life
+(MSAL). Randomness (the jitter, the backoff) comes from a `random.Random` the caller may seed.
 """
 
 from __future__ import annotations
@@ -21,9 +27,13 @@ import attrs
 from ._http import Reply
 from ._token import Token
 
-__all__ = ["Policy", "Timing", "plan"]
+__all__ = ["MAX_SECONDS", "Policy", "Timing", "plan"]
+
+_RANDOM = random.Random()
 
 _DATE_RESOLUTION = 2.0  # `Date` has one-second resolution: smaller offsets are noise
+MAX_SECONDS = 86_400.0
+"""The largest timeout or wait a policy takes: a day."""
 
 
 def _seconds(*, low: float, high: float = math.inf, allow_low: bool) -> Any:
@@ -46,6 +56,13 @@ def _seconds(*, low: float, high: float = math.inf, allow_low: bool) -> Any:
 
 _positive = _seconds(low=0, allow_low=False)
 _non_negative = _seconds(low=0, allow_low=True)
+_timeout = _seconds(low=0, high=MAX_SECONDS, allow_low=False)
+
+
+def _flag(instance: Any, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        msg = f"{attribute.name} must be True or False, not {type(value).__name__}"
+        raise TypeError(msg)
 _fraction = _seconds(low=0, high=0.5, allow_low=True)
 
 
@@ -55,40 +72,46 @@ class Policy:
 
     Attributes:
         refresh_margin: Start a background refresh this many seconds before expiry
-            (at most a quarter of the token's lifetime).
+            (at most half the token's lifetime). The default, 20 minutes, is the headroom a
+            day-long token keeps for riding out an outage of the token endpoint.
         min_validity: When less than this remains (at most a tenth of the lifetime), callers
             wait for the in-flight refresh instead of getting the current token.
         leeway: Treat tokens as expired this much early, for clock skew and latency
             (at most a twentieth of the lifetime).
         jitter: Fraction of the refresh window by which a refresh is randomly brought forward,
             so a fleet of processes does not refresh in step.
-        request_timeout: Seconds for one request to a token endpoint.
-        acquire_timeout: Longest a caller waits for a token when none is valid, across
-            retries; then `TokenUnavailableError`.
+        request_timeout: Seconds for one request to a token endpoint (at most a day).
+        acquire_timeout: Longest any caller waits for a token, across retries: for the
+            in-flight renewal, a backoff, a `Retry-After`, a not-yet-valid token. Then the
+            current token if it is still valid, else `TokenUnavailableError` naming the cause.
+            The default, 15 s, fits a service or an uploader; a batch script that would
+            rather wait out a longer outage can raise it.
         retry_initial: First backoff delay after a failed refresh, in seconds.
         retry_max: Longest backoff delay (at most a sixth of the current token's lifetime).
         retry_after_max: Cap on a server's `Retry-After`.
         error_memory: Seconds a permanent failure (wrong credential, malformed answer) is
             remembered and re-raised without a request, so retry loops cannot hammer.
-        nbf_wait_max: Longest wait for a token that is not yet valid (`nbf` ahead, or a
-            resource whose clock lags the token service) before it is re-minted.
+        nbf_wait_max: Longest wait for a token that is not yet valid (`nbf` ahead); one further
+            ahead is used at once (the skew is more likely in our reading of the clocks).
+            Resources that refuse a young token (their clock lags) are retried for a few
+            seconds at most, within this bound.
         keepalive_interval: For a console psToken: seconds between session keep-alives.
         revoke_on_close: Console only: revoke the current JWT on `aclose()`.
     """
 
-    refresh_margin: float = attrs.field(default=300.0, validator=_positive)
+    refresh_margin: float = attrs.field(default=1200.0, validator=_positive)
     min_validity: float = attrs.field(default=30.0, validator=_positive)
     leeway: float = attrs.field(default=30.0, validator=_non_negative)
     jitter: float = attrs.field(default=0.1, validator=_fraction)
-    request_timeout: float = attrs.field(default=30.0, validator=_positive)
-    acquire_timeout: float = attrs.field(default=60.0, validator=_positive)
+    request_timeout: float = attrs.field(default=10.0, validator=_timeout)
+    acquire_timeout: float = attrs.field(default=15.0, validator=_timeout)
     retry_initial: float = attrs.field(default=0.5, validator=_positive)
     retry_max: float = attrs.field(default=60.0, validator=_positive)
-    retry_after_max: float = attrs.field(default=300.0, validator=_positive)
+    retry_after_max: float = attrs.field(default=300.0, validator=_timeout)
     error_memory: float = attrs.field(default=10.0, validator=_non_negative)
     nbf_wait_max: float = attrs.field(default=30.0, validator=_non_negative)
     keepalive_interval: float = attrs.field(default=600.0, validator=_positive)
-    revoke_on_close: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    revoke_on_close: bool = attrs.field(default=False, validator=_flag)
 
     @classmethod
     def from_keywords(cls, values: Mapping[str, Any]) -> Policy:
@@ -108,11 +131,17 @@ class Policy:
             raise TypeError(msg)
         return cls(**values)
 
-    def backoff(self, failures: int, lifetime: float | None, retry_after: float | None) -> float:
+    def backoff(
+        self,
+        failures: int,
+        lifetime: float | None,
+        retry_after: float | None,
+        rng: random.Random | None = None,
+    ) -> float:
         """Seconds to wait before attempt number `failures + 1`: exponential, equal jitter."""
         cap = self.retry_max if lifetime is None else min(self.retry_max, max(lifetime / 6, 0.05))
         base = min(cap, self.retry_initial * 2 ** min(failures - 1, 30))
-        delay: float = base / 2 + random.random() * base / 2
+        delay: float = base / 2 + (rng or _RANDOM).random() * base / 2
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.retry_after_max))
         return delay
@@ -123,10 +152,11 @@ class Timing:
     """When a token becomes usable, when to refresh it, when callers must wait, when it expires.
 
     All times are `time.monotonic()` seconds, computed in the server's time frame: the
-    token's own `exp - iat` anchored at the moment the request was sent, so a client clock
-    that is minutes off does not matter.
+    token's own `exp - iat` anchored at the moment the request was sent (`issued`), so a
+    client clock that is minutes off does not matter.
     """
 
+    issued: float
     valid_from: float
     refresh_at: float
     hard_at: float
@@ -135,17 +165,24 @@ class Timing:
     skew: float | None
 
 
-def plan(token: Token, reply: Reply | None, policy: Policy) -> Timing:
+def plan(
+    token: Token,
+    reply: Reply | None,
+    policy: Policy,
+    *,
+    rng: random.Random | None = None,
+    now: tuple[float, float] | None = None,
+) -> Timing:
     """Compute a token's timing from its claims and the reply that carried it.
 
     Without a reply (a JWT the caller already had), the local wall clock is the only
-    reference and is used as is.
+    reference and is used as is; `now` is then `(monotonic, wall)`, read now by default.
     """
     exp = token.expires_at.timestamp() if token.expires_at is not None else None
     iat = token.issued_at.timestamp() if token.issued_at is not None else None
     nbf = token.not_before.timestamp() if token.not_before is not None else None
     if reply is None:
-        anchor, wall = time.monotonic(), time.time()
+        anchor, wall = now if now is not None else (time.monotonic(), time.time())
         server_now, skew = wall, None
     else:
         anchor, wall = reply.sent_at, reply.sent_wall
@@ -160,7 +197,7 @@ def plan(token: Token, reply: Reply | None, policy: Policy) -> Timing:
         skew = iat - wall
     if exp is None:
         inf = math.inf
-        return Timing(anchor, inf, inf, inf, None, skew)
+        return Timing(anchor, anchor, inf, inf, inf, None, skew)
     lifetime = exp - (iat if iat is not None else server_now)
     remaining = exp - server_now
     claims = token.claims
@@ -173,9 +210,9 @@ def plan(token: Token, reply: Reply | None, policy: Policy) -> Timing:
         remaining -= min(1.0, max(lifetime, 0) / 10)
     scale = max(lifetime, 0.0)
     expires = anchor + remaining - min(policy.leeway, scale / 20)
-    window = min(policy.refresh_margin, scale / 4)
+    window = min(policy.refresh_margin, scale / 2)
     hard = min(policy.min_validity, scale / 10, window / 2)
-    refresh_at = expires - window - random.random() * policy.jitter * window
+    refresh_at = expires - window - (rng or _RANDOM).random() * policy.jitter * window
     valid_from = anchor
     if nbf is not None and nbf > server_now:
         # Each bound errs on its safe side: expiry counts from when the request was sent
@@ -183,4 +220,4 @@ def plan(token: Token, reply: Reply | None, policy: Policy) -> Timing:
         # (later than it).
         start = reply.received_at if reply is not None else anchor
         valid_from = start + (nbf - server_now)
-    return Timing(valid_from, refresh_at, expires - hard, expires, lifetime, skew)
+    return Timing(anchor, valid_from, refresh_at, expires - hard, expires, lifetime, skew)

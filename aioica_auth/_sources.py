@@ -232,7 +232,10 @@ def ica_sources(
             does not decode.
     """
     _check_credential(credential, (ApiKey, BasicAuth, PsToken, Jwt))
-    if tenant is not None and (not isinstance(tenant, str) or not tenant.strip()):
+    if tenant is not None and not isinstance(tenant, str):
+        msg = f"tenant must be a str or None, not {type(tenant).__name__}"
+        raise TypeError(msg)
+    if tenant is not None and not tenant.strip():
         msg = "tenant must be a non-empty string or None"
         raise ValueError(msg)
     given = _decode_given(credential) if isinstance(credential, Jwt) else None

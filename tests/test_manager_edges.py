@@ -130,8 +130,9 @@ async def test_session_over_during_keepalive_is_remembered(servers: Any) -> None
     async with m:
         first = await m.headers()
         srv.expire_session(ps)
-        await wait_until(lambda: m._permanent is not None)
-        assert "psToken session is over" in str(m._permanent[1])  # type: ignore[index]
+        await wait_until(lambda: m._renewal is not None and m._renewal.backoff.remembered is not None)
+        assert m._renewal is not None and m._renewal.backoff.remembered is not None
+        assert "psToken session is over" in str(m._renewal.backoff.remembered.error)
         assert await m.headers(min_validity=7200) == first
     assert srv.counts["console.create"] == 1
 

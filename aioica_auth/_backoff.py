@@ -1,0 +1,103 @@
+"""Failures of renewal: which are transient and which permanent, and when to try again.
+
+`classify` is the one function that decides whether a failure is worth retrying:
+
+    TRANSIENT  no answer (refused, DNS, TLS, timeout, torn connection), 5xx, 408, 429, and the
+               soft failures (a renewal that gave no later expiry, a token already expired on
+               arrival): back off with jitter, honour `Retry-After`, try again
+    PERMANENT  a refusal (other 4xx), a malformed answer, a credential that cannot work: fail
+               fast, and remember it for `error_memory` seconds so retry loops cannot hammer
+
+`Backoff` owns the count of failures in a row, the earliest next attempt and the remembered
+permanent failure (`RememberedFailure`). It reads no clock of its own: every method takes
+`now`, and the jitter comes from the `random.Random` it is given, so tests are exact.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+
+import attrs
+
+from ._errors import ApiError, IcaError, InvalidResponseError, TokenUnavailableError
+from ._policy import Policy
+from ._sources import is_refusal
+
+__all__ = ["Backoff", "RememberedFailure", "Severity", "SoftFailureError", "classify"]
+
+
+class SoftFailureError(TokenUnavailableError):
+    """A renewal "succeeded" with a token that is no use: no later expiry, or already expired."""
+
+
+class Severity(enum.Enum):
+    """How a renewal failure is treated."""
+
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+
+
+def classify(exc: IcaError) -> Severity:
+    """The one judgement of a failure: retry it later, or give up for now."""
+    if isinstance(exc, SoftFailureError):
+        return Severity.TRANSIENT
+    if isinstance(exc, TokenUnavailableError | InvalidResponseError):
+        return Severity.PERMANENT
+    if isinstance(exc, ApiError) and is_refusal(exc):
+        return Severity.PERMANENT
+    return Severity.TRANSIENT
+
+
+@attrs.frozen
+class RememberedFailure:
+    """A permanent failure, re-raised without a request until `until` (monotonic)."""
+
+    error: IcaError
+    until: float
+
+
+@attrs.define
+class Backoff:
+    """Failures in a row, the next attempt, and a remembered permanent failure."""
+
+    policy: Policy
+    rng: random.Random = attrs.field(factory=random.Random)
+    failures: int = 0
+    next_attempt: float = 0.0
+    last: IcaError | None = None
+    remembered: RememberedFailure | None = None
+
+    def failed(self, exc: IcaError, now: float, lifetime: float | None) -> float:
+        """Record a failed attempt at `now`; returns the delay until the next one."""
+        self.failures += 1
+        self.last = exc
+        retry_after = exc.retry_after if isinstance(exc, ApiError) else None
+        delay = self.policy.backoff(self.failures, lifetime, retry_after, self.rng)
+        if classify(exc) is Severity.PERMANENT:
+            self.remember(exc, now)
+            delay = max(delay, self.policy.error_memory)
+        self.next_attempt = now + delay
+        return delay
+
+    def remember(self, exc: IcaError, now: float) -> None:
+        """Re-raise `exc` without a request for `error_memory` seconds."""
+        self.remembered = RememberedFailure(exc, now + self.policy.error_memory)
+
+    def succeeded(self) -> int:
+        """Record a success; returns how many failures in a row it ended."""
+        failures, self.failures = self.failures, 0
+        self.next_attempt = 0.0
+        self.last = self.remembered = None
+        return failures
+
+    def ready(self, now: float) -> bool:
+        """Whether an attempt may start at `now`."""
+        return now >= self.next_attempt
+
+    def remembered_at(self, now: float) -> RememberedFailure | None:
+        """The remembered permanent failure, while it is remembered."""
+        remembered = self.remembered
+        if remembered is not None and now >= remembered.until:
+            self.remembered = remembered = None
+        return remembered

@@ -1,0 +1,198 @@
+"""The token in use, named states, and the one place where a token's state is judged.
+
+A `Lease` is a token with its timing (`Timing`, from `_policy.plan`) and its provenance (given
+by the caller, minted, refreshed). `Lease.state(now)` is the only judgement of where a token
+stands; everything that decides behaviour (the hot path, waiters, the scheduler, the
+middleware) asks it instead of comparing timestamps:
+
+    NOT_YET_VALID  before `nbf` (as the client reads the server's clock)
+    FRESH          before the refresh point: serve it, nothing to do
+    REFRESH_DUE    in the advisory window: serve it, renew in the background
+    MUST_WAIT      in the hard window: callers wait for the renewal (and fall back to it)
+    EXPIRED        past expiry (less the leeway): never handed out
+
+`Lease.now(clock)` is the time to judge a lease by. `time.monotonic()` stops while the machine
+sleeps, so after a suspend a token would look younger than it is; the lease remembers the
+wall-minus-monotonic offset at its anchor, and a later offset that grew by more than a second
+means the machine slept (or the wall clock stepped forward): that much is added to the
+lease's "now". A wall clock stepped backward is ignored (it can only make a token look older).
+
+`LeaseSource` is what the aiohttp middleware needs from a manager, so that the middleware
+does not depend on the manager's private members.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Protocol
+
+import attrs
+
+from ._policy import Policy, Timing
+from ._token import Token
+
+__all__ = ["Clock", "Lease", "LeaseSource", "Provenance", "SystemClock", "TokenState"]
+
+_JUMP_TOLERANCE = 1.0  # seconds of wall-vs-monotonic drift that are noise, not a suspend
+
+
+class Clock(Protocol):
+    """The two clocks the manager reads; injected in tests."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back (asyncio's loop clock)."""
+
+    def time(self) -> float:
+        """POSIX wall-clock seconds."""
+
+
+class SystemClock:
+    """The real clocks: `time.monotonic()` and `time.time()`."""
+
+    monotonic = staticmethod(time.monotonic)
+    time = staticmethod(time.time)
+
+
+class Provenance(enum.Enum):
+    """Where the token in use came from."""
+
+    GIVEN = "given"
+    MINTED = "minted"
+    REFRESHED = "refreshed"
+
+
+class TokenState(enum.Enum):
+    """Where a token stands at a moment; see the module docstring."""
+
+    NOT_YET_VALID = "not yet valid"
+    FRESH = "fresh"
+    REFRESH_DUE = "refresh due"
+    MUST_WAIT = "must wait"
+    EXPIRED = "expired"
+
+    @property
+    def live(self) -> bool:
+        """Valid now: past `nbf` and not expired (whatever the windows say)."""
+        return self is not TokenState.NOT_YET_VALID and self is not TokenState.EXPIRED
+
+
+@attrs.define(eq=False)
+class Lease:
+    """A token in use: its value, timing, provenance, and what resources said of it.
+
+    Attributes:
+        token: The token.
+        timing: When it is valid, due for refresh, must be waited for, expires (monotonic).
+        provenance: Given, minted or refreshed.
+        received_at: Monotonic time the answer that carried it arrived.
+        wall_offset: `time() - monotonic()` at its anchor, to detect a suspend.
+        headers: The read-only `{"Authorization": "Bearer ..."}` handed to callers.
+        authorization: The header value.
+        accepted: A resource has answered something other than 401 for it.
+        shortfall_seen: A caller's `min_validity` was found unmet by it (judged once).
+        shortfall_renew: ... and renewing was judged worth it.
+        shortfall_logged: Serving it short of a `min_validity` was logged.
+        drift_seen: The suspend drift last logged for it.
+    """
+
+    token: Token
+    timing: Timing
+    provenance: Provenance
+    received_at: float
+    wall_offset: float
+    headers: Mapping[str, str] = attrs.field(init=False)
+    authorization: str = attrs.field(init=False)
+    accepted: bool = False
+    shortfall_seen: bool = False
+    shortfall_renew: bool = False
+    shortfall_logged: bool = False
+    drift_seen: float = 0.0
+
+    def __attrs_post_init__(self) -> None:
+        self.authorization = self.token.authorization
+        self.headers = MappingProxyType({"Authorization": self.authorization})
+
+    def __repr__(self) -> str:
+        return f"Lease({self.token!r}, {self.provenance.value})"
+
+    def now(self, clock: Clock) -> float:
+        """The monotonic time to judge this lease by, moved on by any suspend since."""
+        mono = clock.monotonic()
+        drift = clock.time() - mono - self.wall_offset
+        return mono + drift if drift > _JUMP_TOLERANCE else mono
+
+    def state(self, now: float) -> TokenState:
+        """The one judgement of where this token stands at `now` (from `now(clock)`)."""
+        t = self.timing
+        if now >= t.expires:
+            return TokenState.EXPIRED
+        if now < t.valid_from:
+            return TokenState.NOT_YET_VALID
+        if now >= t.hard_at:
+            return TokenState.MUST_WAIT
+        if now >= t.refresh_at:
+            return TokenState.REFRESH_DUE
+        return TokenState.FRESH
+
+    def validity(self, now: float) -> float:
+        """Seconds it stays valid from `now`."""
+        return self.timing.expires - now
+
+    def age(self, now: float) -> float:
+        """Seconds since it was issued, in the server's time (from its anchor)."""
+        return now - self.timing.issued
+
+    @property
+    def initial_validity(self) -> float:
+        """Seconds it was valid for when it arrived: about what any new token would give."""
+        return self.timing.expires - self.received_at
+
+    def judge_shortfall(self, now: float, need: float, ceiling: float | None) -> bool:
+        """Whether a caller that needs `need` seconds should wait for a renewal.
+
+        Judged once per lease, so a need no token can meet asks at most once: a renewal is
+        worth it unless `ceiling` (what the last renewal asked for a need gave) shows that
+        new tokens cannot meet `need` either and this one is nearly as good as new.
+        """
+        if self.validity(now) >= need:
+            return False
+        if not self.shortfall_seen:
+            self.shortfall_seen = True
+            hopeless = ceiling is not None and need > ceiling
+            self.shortfall_renew = not (hopeless and self.validity(now) >= 0.9 * ceiling)
+        return self.shortfall_renew
+
+    def served_short(self) -> None:
+        """Mark a lease that a renewal for a need gave, short of it: never renewed for it."""
+        self.shortfall_seen = True
+        self.shortfall_renew = False
+
+
+class LeaseSource(Protocol):
+    """What the middleware needs from a token manager."""
+
+    @property
+    def clock(self) -> Clock:
+        """The manager's clock."""
+
+    @property
+    def policy(self) -> Policy:
+        """The manager's policy."""
+
+    async def lease(self) -> Lease:
+        """A usable lease, waiting for a renewal if needed (`TokenUnavailableError`)."""
+
+    def current(self) -> Lease | None:
+        """The lease in use now, without waiting."""
+
+    def prior(self) -> Lease | None:
+        """The lease the current one replaced, while it may still be valid."""
+
+    def is_ours(self, authorization: str) -> bool:
+        """Whether an `Authorization` value is one the manager handed out lately."""
+
+    def invalidate(self, token: Token | str) -> bool:
+        """Drop exactly `token` if it is still the one in use; start renewing."""
