@@ -448,7 +448,8 @@ class TokenManager:
             lease = self._lease
             if lease is not None and lease is not first and self._live(lease):
                 # A renewed token is as good as it gets, even if short of min_validity.
-                if min_validity is not None and lease.validity(lease.now(self._clock)) < min_validity:
+                now = lease.now(self._clock)
+                if min_validity is not None and lease.validity(now) < min_validity:
                     lease.served_short()
                     self._ceiling = lease.initial_validity
                     self._say_short(lease, min_validity)
@@ -631,4 +632,3 @@ def _check_session(session: object) -> None:
 def _log_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         logger.error("token refresh scheduler stopped: %r", exc, exc_info=exc)
-

@@ -63,6 +63,8 @@ def _flag(instance: Any, attribute: attrs.Attribute[bool], value: bool) -> None:
     if not isinstance(value, bool):
         msg = f"{attribute.name} must be True or False, not {type(value).__name__}"
         raise TypeError(msg)
+
+
 _fraction = _seconds(low=0, high=0.5, allow_low=True)
 
 

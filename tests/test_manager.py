@@ -393,7 +393,8 @@ async def test_tasks_before_and_after_a_managers_life_are_equal(servers: Any) ->
     before = asyncio.all_tasks()
     m = ica(srv)
     await m.headers()
-    await wait_until(lambda: m._renewal is not None and m._renewal.flight.running)  # a refresh in flight
+    # A refresh in flight:
+    await wait_until(lambda: m._renewal is not None and m._renewal.flight.running)
     await m.aclose()
     await m.aclose()  # idempotent
     left = asyncio.all_tasks() - before

@@ -130,9 +130,11 @@ async def test_session_over_during_keepalive_is_remembered(servers: Any) -> None
     async with m:
         first = await m.headers()
         srv.expire_session(ps)
-        await wait_until(lambda: m._renewal is not None and m._renewal.backoff.remembered is not None)
-        assert m._renewal is not None and m._renewal.backoff.remembered is not None
-        assert "psToken session is over" in str(m._renewal.backoff.remembered.error)
+        renewal = m._renewal
+        assert renewal is not None
+        await wait_until(lambda: renewal.backoff.remembered is not None)
+        assert renewal.backoff.remembered is not None
+        assert "psToken session is over" in str(renewal.backoff.remembered.error)
         assert await m.headers(min_validity=7200) == first
     assert srv.counts["console.create"] == 1
 

@@ -54,7 +54,7 @@ def test_plain_http_to_a_remote_host_is_refused() -> None:
 @pytest.mark.parametrize("lifetime", [4.0, 3600.0, 86400.0])
 def test_windows_scale_with_the_lifetime(lifetime: float) -> None:
     """refresh < hard < expiry, each a bounded fraction of L: a 4 s token is not refreshed on
-    every call, a day-long one keeps 20 minutes (+ jitter) of headroom, a short one half its life."""
+    every call, a day-long one keeps 20 min (+ jitter) of headroom, a short one half its life."""
     now = time.time()
     token = Token.from_jwt(make_jwt(issued_at=now, lifetime=lifetime))
     r = reply(sent_wall=now)
