@@ -161,8 +161,11 @@ class Lease:
             return False
         if not self.shortfall_seen:
             self.shortfall_seen = True
-            hopeless = ceiling is not None and need > ceiling
-            self.shortfall_renew = not (hopeless and self.validity(now) >= 0.9 * ceiling)
+            # Hopeless: new tokens cannot meet `need`, and this one is nearly as good as new.
+            hopeless = (
+                ceiling is not None and need > ceiling and self.validity(now) >= 0.9 * ceiling
+            )
+            self.shortfall_renew = not hopeless
         return self.shortfall_renew
 
     def served_short(self) -> None:
