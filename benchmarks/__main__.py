@@ -18,13 +18,13 @@ from typing import Any
 from . import scenarios
 from ._remote import RemoteServer
 
-FULL = {
+FULL: dict[str, dict[str, Any]] = {
     "H": {"tasks": 1000, "calls": 200, "rounds": 7},
     "S": {"tasks": 10_000, "latency": 0.05},
     "L": {"tasks": 200, "duration": 14.0, "lifetime": 4.0},
     "M": {"calls": 1_000_000, "cycles": 1000},
 }
-SMOKE = {
+SMOKE: dict[str, dict[str, Any]] = {
     "H": {"tasks": 50, "calls": 20, "rounds": 2},
     "S": {"tasks": 200, "latency": 0.05, "rounds": 1},
     "L": {"tasks": 10, "duration": 2.0, "lifetime": 1.0},

@@ -148,6 +148,7 @@ async def storm(
     """S: (a) an expired token and (b) a valid token at the refresh point, each round
     interleaved with the floor; medians of the walls, worst of the counts."""
     ready: asyncio.Event
+    timer: list[asyncio.TimerHandle]
 
     async def floor_call() -> None:
         # The floor: the same tasks, woken by an event set after the server's latency.
