@@ -87,6 +87,7 @@ def table(results: dict[str, Any]) -> str:
         rows.append(("S", "floor (event woken after latency)", f"{s['floor']['wall_ms']} ms wall"))
         rows.append(("S", "expired storm / floor", f"{s['expired_ratio']}x"))
     if c := results.get("C"):
+        g = c["gc_off"]
         rows += [
             ("C", f"floor ({c['tasks']} tasks, no-wait storm)", f"{c['floor_ms']} ms wall"),
             (
@@ -97,7 +98,16 @@ def table(results: dict[str, Any]) -> str:
             (
                 "C",
                 f"target: latency + {c['factor']:g}x floor",
-                f"{c['target_ms']} ms; cold/target = {c['cold_over_target']} -> {c['verdict']}",
+                f"{c['target_ms']} ms; cold/target = {c['cold_over_target']} -> {c['verdict']}"
+                + (
+                    " (smoke sizes: fixed costs dominate)" if results.get("mode") == "smoke" else ""
+                ),
+            ),
+            (
+                "C",
+                "same, garbage collector off (diagnostic)",
+                f"floor {g['floor_ms']} ms, cold {g['cold_ms']} ms, "
+                f"target {g['target_ms']} ms, cold/target = {g['cold_over_target']}",
             ),
         ]
     if lc := results.get("L"):
