@@ -3,6 +3,7 @@
 python -m benchmarks                  # full sizes (about a minute)
 python -m benchmarks --smoke          # tiny sizes: checks the benchmarks still run
 python -m benchmarks --only H,S --json results.json
+python -m benchmarks --only C,H       # the cold storm and the hot path only
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from typing import Any
 from . import scenarios
 from ._remote import RemoteServer
 
-FULL = {
+FULL: dict[str, dict[str, Any]] = {
     "H": {"tasks": 1000, "calls": 200, "rounds": 7},
     "S": {"tasks": 10_000, "latency": 0.05},
+    "C": {"tasks": 10_000, "latency": 0.05, "rounds": 7},
     "L": {"tasks": 200, "duration": 14.0, "lifetime": 4.0},
     "M": {"calls": 1_000_000, "cycles": 1000},
 }
-SMOKE = {
+SMOKE: dict[str, dict[str, Any]] = {
     "H": {"tasks": 50, "calls": 20, "rounds": 2},
     "S": {"tasks": 200, "latency": 0.05, "rounds": 1},
+    "C": {"tasks": 200, "latency": 0.05, "rounds": 1},
     "L": {"tasks": 10, "duration": 2.0, "lifetime": 1.0},
     "M": {"calls": 10_000, "cycles": 10},
 }
@@ -45,6 +48,8 @@ async def run(only: set[str], sizes: dict[str, dict[str, Any]]) -> dict[str, Any
             results["H"] = await scenarios.hot_path(remote, **sizes["H"])
         if "S" in only:
             results["S"] = await scenarios.storm(remote, **sizes["S"])
+        if "C" in only:
+            results["C"] = await scenarios.cold_storm(remote, **sizes["C"])
         if "L" in only:
             results["L"] = await scenarios.lifecycle(remote, **sizes["L"])
         if "M" in only:
@@ -81,6 +86,30 @@ def table(results: dict[str, Any]) -> str:
             )
         rows.append(("S", "floor (event woken after latency)", f"{s['floor']['wall_ms']} ms wall"))
         rows.append(("S", "expired storm / floor", f"{s['expired_ratio']}x"))
+    if c := results.get("C"):
+        g = c["gc_off"]
+        rows += [
+            ("C", f"floor ({c['tasks']} tasks, no-wait storm)", f"{c['floor_ms']} ms wall"),
+            (
+                "C",
+                f"{c['tasks']} tasks, fresh manager, {c['latency_ms']:g} ms latency",
+                f"{c['token_calls']} token call(s), {c['cold_ms']} ms wall, {c['raised']} raised",
+            ),
+            (
+                "C",
+                f"target: latency + {c['factor']:g}x floor",
+                f"{c['target_ms']} ms; cold/target = {c['cold_over_target']} -> {c['verdict']}"
+                + (
+                    " (smoke sizes: fixed costs dominate)" if results.get("mode") == "smoke" else ""
+                ),
+            ),
+            (
+                "C",
+                "same, garbage collector off (diagnostic)",
+                f"floor {g['floor_ms']} ms, cold {g['cold_ms']} ms, "
+                f"target {g['target_ms']} ms, cold/target = {g['cold_over_target']}",
+            ),
+        ]
     if lc := results.get("L"):
         rows += [
             (
@@ -113,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
-    parser.add_argument("--only", default="H,S,L,M,I", help="scenarios to run (default: all)")
+    parser.add_argument("--only", default="H,S,C,L,M,I", help="scenarios to run (default: all)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--quiet", action="store_true", help="print the table only")
     args = parser.parse_args(argv)
