@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import gc
+import math
 import statistics
 import subprocess
 import sys
@@ -57,6 +58,19 @@ class LockManager:
                 claims = jwt.decode(self._token, options={"verify_signature": False})
                 self._exp = float(claims["exp"])
             return {"Authorization": f"Bearer {self._token}"}
+
+
+def _no_background(m: TokenManager) -> None:
+    """Stop a manager's scheduler from renewing (it then sleeps for good), for a storm at a
+    chosen point of a token's life."""
+    renewal = m._renewal
+    assert renewal is not None
+
+    async def idle(lease: object) -> None:
+        return None
+
+    renewal.tick = idle  # type: ignore[method-assign]
+    renewal.next_wake = lambda lease: math.inf  # type: ignore[method-assign]
 
 
 def manager(remote: RemoteServer, **policy: Any) -> TokenManager:
@@ -177,11 +191,10 @@ async def storm(
         for case in ("expired", "refresh_point"):
             async with manager(remote) as m:
                 await m.headers()
-                assert m._scheduler is not None
-                m._scheduler.cancel()  # nothing refreshes behind our back
-                entry = m._entry
-                assert entry is not None
-                target = entry.timing.expires if case == "expired" else entry.timing.refresh_at
+                _no_background(m)  # nothing refreshes behind our back
+                lease = m._lease
+                assert lease is not None
+                target = lease.timing.expires if case == "expired" else lease.timing.refresh_at
                 await asyncio.sleep(max(0.0, target - time.monotonic()) + 0.01)
                 remote.reset()
                 result = await _storm(m.headers, tasks)
@@ -323,7 +336,7 @@ async def lifecycle(
         stats = m.stats
     counts = remote.counts()
     latencies.sort()
-    interval = lifetime * 0.75  # refresh at min(300 s, L/4) before expiry
+    interval = lifetime * 0.5  # refresh at min(1200 s, L/2) before expiry
     return {
         "tasks": tasks,
         "duration_s": duration,
@@ -352,9 +365,9 @@ async def memory(remote: RemoteServer, *, calls: int, cycles: int) -> dict[str, 
         gc.collect()
         after_calls = tracemalloc.take_snapshot()
         for _ in range(cycles):
-            entry = m._entry
-            assert entry is not None
-            m.invalidate(entry.token)
+            lease = m._lease
+            assert lease is not None
+            m.invalidate(lease.token)
             await m.headers()
         gc.collect()
         after_cycles = tracemalloc.take_snapshot()
