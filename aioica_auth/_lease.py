@@ -50,10 +50,15 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clocks: `time.monotonic()` and `time.time()`."""
+    """The real clocks: `time.monotonic()` and `time.time()` (looked up at each call)."""
 
-    monotonic = staticmethod(time.monotonic)
-    time = staticmethod(time.time)
+    def monotonic(self) -> float:
+        """`time.monotonic()`."""
+        return time.monotonic()
+
+    def time(self) -> float:
+        """`time.time()`."""
+        return time.time()
 
 
 class Provenance(enum.Enum):

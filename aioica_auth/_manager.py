@@ -627,6 +627,12 @@ def _check_session(session: object) -> None:
     if not isinstance(session, aiohttp.ClientSession):
         msg = f"session must be an aiohttp.ClientSession, not {type(session).__name__}"
         raise TypeError(msg)
+    if session.auth is not None:
+        msg = (
+            "session must not have auth=...: the manager sets each token request's "
+            "Authorization itself (use a session without auth for it)"
+        )
+        raise ValueError(msg)
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
