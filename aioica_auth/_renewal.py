@@ -76,9 +76,12 @@ class Renewal:
         """
         now = self._clock.monotonic()
         remembered = self.backoff.remembered_at(now)
-        if remembered is not None:
-            return remembered.error
-        if not self.flight.running and self.outwaits(deadline):
+        if remembered is not None or (not self.flight.running and self.outwaits(deadline)):
+            # Failing fast, but never without a yield: a caller's retry loop around
+            # headers() must not starve the event loop.
+            await asyncio.sleep(0)
+            if remembered is not None:
+                return remembered.error
             return self.backoff.last or TokenUnavailableError("no attempt could start in time")
         self.flight.start()
         outcome = await self.flight.wait(deadline)
