@@ -916,3 +916,96 @@ async def test_debug_log_names_request_without_secrets(
     assert records[0].levelname == "DEBUG"
     assert records[0].getMessage().startswith("POST /api/tokens -> 200 in ")
     assert "acme" not in records[0].getMessage()
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+@pytest.mark.parametrize("tenant", [123, b"acme", ["acme"]])
+async def test_ica_non_str_tenant_is_type_error(
+    wire: Any, session: aiohttp.ClientSession, tenant: Any
+) -> None:
+    """A tenant that is not a str is a TypeError naming `tenant` and the type; nothing is sent."""
+    with pytest.raises(TypeError, match=rf"^tenant must be a str, not {type(tenant).__name__}$"):
+        await IcaTokenApi(session).create_jwt_token(BasicAuth(USER, PASSWORD), tenant=tenant)
+    assert wire.calls() == []
+
+
+@pytest.mark.parametrize("tenant", [" acme", "acme\n", "ac\tme", "acme\x7f"])
+async def test_ica_padded_or_control_tenant_is_value_error(
+    wire: Any, session: aiohttp.ClientSession, tenant: str
+) -> None:
+    """A padded tenant or one with a control character is a ValueError naming `tenant`."""
+    with pytest.raises(ValueError, match=r"^tenant "):
+        await IcaTokenApi(session).create_jwt_token(BasicAuth(USER, PASSWORD), tenant=tenant)
+    assert wire.calls() == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"client_id": 1},
+        {"domain": b"acme"},
+        {"data": {"k": "v"}},
+        {"cwid": 42},
+        {"cid": ["p"]},
+        {"scopes": [1]},
+        {"scopes": 5},
+        {"scopes": b"A,B"},
+    ],
+)
+async def test_console_create_non_str_option_is_type_error(
+    wire: Any, session: aiohttp.ClientSession, kwargs: dict[str, Any]
+) -> None:
+    """An option of the wrong type is a TypeError naming it; nothing is sent."""
+    name = next(iter(kwargs))
+    with pytest.raises(TypeError, match=rf"^{name} must be a str"):
+        await ConsoleTokenApi(session).create_token(ApiKey(API_KEY), **kwargs)
+    assert wire.calls() == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"client_id": "app\n"}, {"domain": " acme"}, {"cid": "p\x00"}, {"scopes": ["A\tB"]}],
+)
+async def test_console_create_control_character_option_is_value_error(
+    wire: Any, session: aiohttp.ClientSession, kwargs: dict[str, Any]
+) -> None:
+    """A padded option, or one with a control character, is a ValueError naming it."""
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=rf"^{name} "):
+        await ConsoleTokenApi(session).create_token(ApiKey(API_KEY), **kwargs)
+    assert wire.calls() == []
+
+
+@pytest.mark.parametrize("scopes", ["A,B", ["A", "B,C"]])
+async def test_console_scope_with_comma_is_value_error(
+    wire: Any, session: aiohttp.ClientSession, scopes: Any
+) -> None:
+    """Scopes go out comma-separated, so a scope holding a comma is refused (it would split)."""
+    with pytest.raises(ValueError, match=r"^scopes must not contain ','"):
+        await ConsoleTokenApi(session).create_token(ApiKey(API_KEY), scopes=scopes)
+    assert wire.calls() == []
+
+
+@pytest.mark.parametrize("value", ["yes", "false", 1, 0, None])
+async def test_console_return_session_token_must_be_bool(
+    wire: Any, session: aiohttp.ClientSession, value: Any
+) -> None:
+    """return_session_token that is not a bool (even "false" or 0) is a TypeError."""
+    with pytest.raises(TypeError, match=r"^return_session_token must be a bool, not "):
+        await ConsoleTokenApi(session).create_token(ApiKey(API_KEY), return_session_token=value)
+    assert wire.calls() == []
+
+
+@pytest.mark.parametrize("bad", [None, 42, b"ps-token"])
+async def test_console_refresh_and_revoke_non_str_token_is_type_error(
+    wire: Any, session: aiohttp.ClientSession, bad: Any
+) -> None:
+    """An access token that is no str or token object is a TypeError naming `access_token`."""
+    api = ConsoleTokenApi(session)
+    with pytest.raises(TypeError, match=r"^access_token must be a str"):
+        await api.refresh_token(bad)
+    with pytest.raises(TypeError, match=r"^access_token must be a str"):
+        await api.revoke_token(bad)
+    assert wire.calls() == []
