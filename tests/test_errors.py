@@ -602,17 +602,38 @@ async def test_non_json_success_echoing_a_secret_is_scrubbed(
 
 @pytest.mark.parametrize("endpoint", ENDPOINT_PARAMS)
 @pytest.mark.parametrize(
-    "error",
+    ("error", "kind", "message"),
     [
-        pytest.param(aiohttp.ClientConnectionError("Connection refused"), id="connection"),
-        pytest.param(aiohttp.ServerDisconnectedError(), id="disconnected"),
-        pytest.param(aiohttp.ClientPayloadError("truncated"), id="payload"),
+        pytest.param(
+            aiohttp.ClientConnectionError("Connection refused"),
+            "other",
+            "ClientConnectionError: no answer from the server",
+            id="connection",
+        ),
+        pytest.param(
+            aiohttp.ServerDisconnectedError(),
+            "disconnected",
+            "the server closed the connection before answering",
+            id="disconnected",
+        ),
+        pytest.param(
+            aiohttp.ClientPayloadError("truncated"),
+            "disconnected",
+            "the answer was cut short",
+            id="payload",
+        ),
     ],
 )
 async def test_connection_failure_is_transport_error(
-    wire: Any, session: aiohttp.ClientSession, endpoint: Endpoint, error: Exception
+    wire: Any,
+    session: aiohttp.ClientSession,
+    endpoint: Endpoint,
+    error: Exception,
+    kind: str,
+    message: str,
 ) -> None:
-    """A connection failure is TransportError (not a timeout), naming method and URL, cause kept."""
+    """A connection failure is TransportError (not a timeout), naming method, URL and cause;
+    its cause is a fresh builtin error, never aiohttp's (which holds the request headers)."""
     wire.add(ANY_URL, endpoint.method, exception=error)
     with pytest.raises(TransportError) as info:
         await endpoint.call(session)
@@ -620,13 +641,17 @@ async def test_connection_failure_is_transport_error(
     assert type(exc) is TransportError
     assert isinstance(exc, IcaError)
     assert not isinstance(exc, (ApiError, TimeoutError))
-    assert exc.__cause__ is error
-    assert str(exc).startswith(f"{endpoint.method} {endpoint.url}: {type(error).__name__}")
+    assert exc.kind == kind
+    assert exc.__cause__ is not error
+    assert not isinstance(exc.__cause__, aiohttp.ClientError)
+    assert exc.__context__ is None
+    assert str(exc) == f"{endpoint.method} {endpoint.url}: {message}"
     assert_clean(*everything_about(exc))
 
 
 async def test_real_refused_port_is_transport_error(session: aiohttp.ClientSession) -> None:
-    """Connecting to a closed port on 127.0.0.1 raises TransportError from the aiohttp error."""
+    """Connecting to a closed port on 127.0.0.1 raises TransportError(kind="refused") naming
+    the address, from a fresh ConnectionRefusedError (not aiohttp's exception)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -635,8 +660,11 @@ async def test_real_refused_port_is_transport_error(session: aiohttp.ClientSessi
         await api.create_jwt_token(ApiKey(API_KEY))
     exc = info.value
     assert type(exc) is TransportError
-    assert isinstance(exc.__cause__, aiohttp.ClientConnectionError)
-    assert f"POST http://127.0.0.1:{port}/ica/rest/api/tokens" in str(exc)
+    assert exc.kind == "refused"
+    assert type(exc.__cause__) is ConnectionRefusedError
+    assert str(exc) == (
+        f"POST http://127.0.0.1:{port}/ica/rest/api/tokens: connection refused by 127.0.0.1:{port}"
+    )
     assert_clean(*everything_about(exc))
 
 
@@ -653,7 +681,8 @@ async def test_real_refused_port_is_transport_error(session: aiohttp.ClientSessi
 async def test_timeout_is_transport_timeout_error(
     wire: Any, session: aiohttp.ClientSession, endpoint: Endpoint, error: Exception
 ) -> None:
-    """A timeout is TransportTimeoutError: also a TransportError, an IcaError and a TimeoutError."""
+    """A timeout is TransportTimeoutError: also a TransportError, an IcaError and a TimeoutError,
+    kind "timeout", chained to a fresh TimeoutError (not the one aiohttp raised)."""
     wire.add(ANY_URL, endpoint.method, exception=error)
     with pytest.raises(TransportTimeoutError) as info:
         await endpoint.call(session)
@@ -661,7 +690,9 @@ async def test_timeout_is_transport_timeout_error(
     assert isinstance(exc, TransportError)
     assert isinstance(exc, IcaError)
     assert isinstance(exc, TimeoutError)
-    assert exc.__cause__ is error
+    assert exc.kind == "timeout"
+    assert type(exc.__cause__) is TimeoutError
+    assert exc.__cause__ is not error
     assert str(exc) == f"{endpoint.method} {endpoint.url}: timed out after 30.0 s"
 
 

@@ -77,7 +77,10 @@ def only_call(wire: Any) -> tuple[str, yarl.URL, dict[str, Any]]:
 def assert_options(kwargs: dict[str, Any], total: float = 30.0) -> None:
     """The per-request options every token call must set."""
     assert kwargs["allow_redirects"] is False
-    assert kwargs["middlewares"] == ()
+    assert kwargs["raise_for_status"] is False
+    # Only our own credential guard: never the session's (a token middleware would recurse).
+    (guard,) = kwargs["middlewares"]
+    assert guard.__name__ == "only_ours"
     assert kwargs["timeout"] == aiohttp.ClientTimeout(total=total)
 
 
