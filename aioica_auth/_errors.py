@@ -32,7 +32,7 @@ IcaError
 
 No message or attribute of these carries a secret: URLs are stripped of their query, body
 excerpts are cut short and scrubbed of anything that looks like a token or of the request's
-own credentials (also JSON-encoded). A `TransportError` never chains
+own credentials (also URL-, form-, HTML- and JSON-encoded). A `TransportError` never chains
 aiohttp's exception (whose request info holds the request's headers, the credential among
 them): its `__cause__` is a fresh builtin error built from the failure's safe parts (an
 `OSError` subclass with errno and strerror, a `TimeoutError`, the TLS library's message).

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import html
 import ipaddress
 import json
 import logging
 import re
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -432,14 +434,35 @@ def _deep_redact(value: Any, secrets: tuple[str, ...]) -> Any:
 
 
 def _with_escapes(secrets: Iterable[str]) -> tuple[str, ...]:
-    """The secrets, plus their JSON-escaped forms (as an error body would echo them)."""
-    out: list[str] = []
+    """The secrets, plus the forms an error body would echo them in: JSON-escaped,
+    URL-encoded (either hex case), form-encoded and HTML-escaped."""
+    out: dict[str, None] = {}
     for secret in secrets:
-        out.append(secret)
-        escaped = json.dumps(secret)[1:-1]
-        if escaped != secret:
-            out.append(escaped)
+        if secret:
+            out.update(dict.fromkeys(_encodings(secret)))
     return tuple(out)
+
+
+def _encodings(secret: str) -> list[str]:
+    quoted = urllib.parse.quote(secret, safe="", errors="surrogatepass")
+    plus = urllib.parse.quote_plus(secret, safe="", errors="surrogatepass")
+    escaped = html.escape(secret)
+    return [
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        quoted,
+        _lower_hex(quoted),
+        plus,
+        _lower_hex(plus),
+        escaped,
+        escaped.replace("&#x27;", "&#39;"),
+        html.escape(secret, quote=False),
+    ]
+
+
+def _lower_hex(quoted: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), quoted)
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:

@@ -6,11 +6,13 @@ import asyncio
 import base64
 import datetime as dt
 import email.utils
+import html
 import json
 import re
 import socket
 import time
 import traceback
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple
@@ -923,3 +925,76 @@ async def test_json_escaped_password_echo_is_scrubbed(
         await IcaTokenApi(session).create_jwt_token(BasicAuth(USER, password))
     assert escaped not in info.value.excerpt
     assert password not in info.value.excerpt
+
+
+# --------------------------------------------------------------------------- encoded echoes
+
+ODD_PASSWORD = 'p@ss w/rd&<x>"+'
+ENCODINGS = [
+    pytest.param(lambda s: urllib.parse.quote(s, safe=""), id="url-encoded"),
+    pytest.param(lambda s: urllib.parse.quote(s, safe="").lower(), id="url-encoded-lower-hex"),
+    pytest.param(lambda s: urllib.parse.quote_plus(s, safe=""), id="form-encoded"),
+    pytest.param(html.escape, id="html-escaped"),
+    pytest.param(lambda s: html.escape(s, quote=False), id="html-escaped-no-quotes"),
+    pytest.param(lambda s: json.dumps(s)[1:-1], id="json-escaped"),
+]
+
+
+def test_odd_password_changes_under_every_encoding() -> None:
+    """The test password is one that each encoding really changes (else the tests prove
+    nothing)."""
+    for param in ENCODINGS:
+        (encode,) = param.values
+        assert encode(ODD_PASSWORD) != ODD_PASSWORD, param.id
+
+
+@pytest.mark.parametrize("encode", ENCODINGS)
+async def test_encoded_password_echo_is_scrubbed_from_excerpt(
+    wire: Any, session: aiohttp.ClientSession, encode: Callable[[str], str]
+) -> None:
+    """An error page echoing the request's password URL-, form-, HTML- or JSON-encoded shows
+    neither that form nor the password itself, in the excerpt or anywhere else."""
+    echoed = encode(ODD_PASSWORD)
+    page = f"<p>login failed for password={echoed} (ref 42)</p>"
+    wire.post(ANY_URL, status=401, body=page, content_type="text/html")
+    with pytest.raises(UnauthorizedError) as info:
+        await IcaTokenApi(session).create_jwt_token(BasicAuth(USER, ODD_PASSWORD))
+    assert info.value.excerpt == "<p>login failed for password=*** (ref 42)</p>"
+    for text in everything_about(info.value):
+        assert echoed not in text
+        assert ODD_PASSWORD not in text
+
+
+@pytest.mark.parametrize("encode", ENCODINGS)
+async def test_encoded_password_echo_is_scrubbed_from_problem_fields(
+    wire: Any, session: aiohttp.ClientSession, encode: Callable[[str], str]
+) -> None:
+    """A Problem whose decoded title, detail and instance echo the password in any encoding
+    holds none of it."""
+    echoed = encode(ODD_PASSWORD)
+    body = {
+        "title": f"Bad password {echoed}",
+        "detail": f"password={echoed}",
+        "instance": f"/ica/rest/api/tokens?password={echoed}",
+    }
+    answer(wire, BY_NAME["ica-create-basic"], 401, body, content_type="application/problem+json")
+    with pytest.raises(UnauthorizedError) as info:
+        await IcaTokenApi(session).create_jwt_token(BasicAuth(USER, ODD_PASSWORD))
+    problem = info.value.problem
+    assert isinstance(problem, Problem)
+    assert problem.title == "Bad password ***"
+    assert problem.detail == "password=***"
+    for text in [repr(problem), *everything_about(info.value)]:
+        assert echoed not in text
+        assert ODD_PASSWORD not in text
+
+
+@pytest.mark.parametrize("encode", ENCODINGS)
+async def test_encoded_password_echo_in_non_json_success_is_scrubbed(
+    wire: Any, session: aiohttp.ClientSession, encode: Callable[[str], str]
+) -> None:
+    """A 200 that is not JSON and echoes the password encoded: the excerpt holds none of it."""
+    wire.post(ANY_URL, status=200, body=f"welcome {encode(ODD_PASSWORD)}")
+    with pytest.raises(InvalidResponseError) as info:
+        await IcaTokenApi(session).create_jwt_token(BasicAuth(USER, ODD_PASSWORD))
+    assert info.value.excerpt == "welcome ***"
