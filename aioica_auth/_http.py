@@ -44,6 +44,7 @@ from ._transport import session_closed, transport_error
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "MAX_TIMEOUT",
     "HttpCore",
     "Reply",
     "TokenEndpoints",
@@ -58,6 +59,9 @@ logger = logging.getLogger("aioica_auth")
 DEFAULT_TIMEOUT = 30.0
 """Seconds for one token request, connect to last byte."""
 
+MAX_TIMEOUT = 86_400.0
+"""The longest timeout accepted, in seconds (a day): anything longer is a slip of units."""
+
 _NO_CONTENT_TYPE = ("Content-Type",)
 _DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
 _MAX_BODY = 1 << 20  # a token answer is a few KiB; anything past 1 MiB is not one
@@ -65,6 +69,8 @@ _TOO_LARGE = "the answer is larger than the 1 MiB cap (too large for a token end
 # The headers that carry a credential: only the values our request sets may go out.
 _CREDENTIAL_HEADERS = ("Authorization", "X-API-Key")
 _CREDENTIAL_NAMES = frozenset(name.lower() for name in _CREDENTIAL_HEADERS)
+_URL_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+_HOST_NAME = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
 _NOT_JSON = object()
 _T = TypeVar("_T")
 
@@ -85,11 +91,15 @@ def is_loopback(host: str | None) -> bool:
 def check_base_url(base_url: str | yarl.URL, *, name: str = "base_url") -> yarl.URL:
     """Validate a base URL and return it without a trailing slash.
 
+    Messages name the argument (`name`) and never echo the URL: it may carry credentials.
+
     Raises:
-        ValueError: not an absolute http(s) URL, has a query or fragment, or is plain http on
-            a host that is not loopback (a bearer token must not cross a network in clear).
+        TypeError: not a `str` or `yarl.URL`.
+        ValueError: not an absolute http(s) URL, whitespace or a control character anywhere,
+            a malformed host or port, a query, fragment or userinfo, or plain http on a host
+            that is not loopback (a bearer token must not cross a network in clear).
     """
-    url = yarl.URL(str(base_url))
+    url = _parse_url(base_url, name)
     if url.scheme not in {"http", "https"} or not url.host:
         msg = f"{name} must be an absolute http(s) URL such as https://ica.illumina.com/ica/rest"
         raise ValueError(msg)
@@ -105,6 +115,48 @@ def check_base_url(base_url: str | yarl.URL, *, name: str = "base_url") -> yarl.
         msg = f"{name} must not carry credentials"
         raise ValueError(msg)
     return url.with_path(url.path.rstrip("/"))
+
+
+def _parse_url(base_url: object, name: str) -> yarl.URL:
+    """`base_url` parsed, with yarl's own errors (which may quote it) turned into ours."""
+    if not isinstance(base_url, str | yarl.URL):
+        msg = f"{name} must be a str or yarl.URL, not {type(base_url).__name__}"
+        raise TypeError(msg)
+    text = str(base_url)
+    if _URL_SPACE_OR_CONTROL.search(text):
+        msg = f"{name} has whitespace or a control character in it (a copy-paste slip?)"
+        raise ValueError(msg)
+    url = _yarl_url(text)
+    if url is None:
+        msg = f"{name} is not a valid URL (check the host and the port)"
+        raise ValueError(msg)
+    host = url.raw_host or ""
+    if host and not (_HOST_NAME.fullmatch(host) or _is_ip(host)):
+        msg = f"{name} has an invalid host name"
+        raise ValueError(msg)
+    if url.explicit_port == 0:
+        msg = f"{name} has port 0; a port is 1 to 65535"
+        raise ValueError(msg)
+    return url
+
+
+def _yarl_url(text: str) -> yarl.URL | None:
+    """The parsed URL, or None when yarl refuses it (its messages can quote the input)."""
+    try:
+        url = yarl.URL(text)
+        # yarl decodes the host and port lazily: make it fail here, not later.
+        _ = (url.raw_host, url.host, url.port, url.path)
+    except (ValueError, TypeError):  # UnicodeError (IDNA) is a ValueError
+        return None
+    return url
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_http_date(value: str | None) -> float | None:
@@ -509,14 +561,25 @@ def normalise_timeout(timeout: float | aiohttp.ClientTimeout) -> aiohttp.ClientT
     """A timeout in seconds, or a full `aiohttp.ClientTimeout`, as a `ClientTimeout`.
 
     Raises:
-        ValueError: not a positive finite number, or a ClientTimeout with no total bound.
+        ValueError: not a positive finite number of at most `MAX_TIMEOUT` seconds, or a
+            ClientTimeout whose total is not one.
     """
     if isinstance(timeout, aiohttp.ClientTimeout):
-        if timeout.total is None or timeout.total <= 0:
-            msg = "timeout must bound the whole request: set ClientTimeout(total=...)"
+        if not _seconds(timeout.total):
+            msg = (
+                "timeout must bound the whole request: set ClientTimeout(total=...) to a "
+                f"positive number of seconds, at most {MAX_TIMEOUT:g}"
+            )
             raise ValueError(msg)
         return timeout
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < 1e6:
-        msg = "timeout must be a positive number of seconds"
+    if not _seconds(timeout):
+        msg = f"timeout must be a positive number of seconds, at most {MAX_TIMEOUT:g} (a day)"
         raise ValueError(msg)
     return aiohttp.ClientTimeout(total=float(timeout))
+
+
+def _seconds(value: object) -> bool:
+    """Whether `value` is a number of seconds in (0, MAX_TIMEOUT] (NaN is not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return 0 < value <= MAX_TIMEOUT
