@@ -9,6 +9,7 @@ import contextlib
 import errno
 import json
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -142,6 +143,8 @@ async def hanging() -> AsyncIterator[str]:
 @pytest.fixture(scope="module")
 def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key, made with the openssl CLI."""
+    if shutil.which("openssl") is None:  # pragma: no cover
+        pytest.skip("the openssl CLI is needed to make a test certificate")
     where = tmp_path_factory.mktemp("tls")
     cert, key = where / "cert.pem", where / "key.pem"
     command = "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1"
@@ -768,3 +771,103 @@ async def test_answer_of_exactly_the_cap_is_read(serve: Callable[..., Awaitable[
     async with aiohttp.ClientSession() as session:
         result = await IcaTokenApi(session, url).create_jwt_token(ApiKey(API_KEY))
     assert result.value == token
+
+
+# --------------------------------------------------------------------------- rarer failures
+
+
+def connection_key(host: str = "ica.illumina.com", port: int = 443) -> Any:
+    """aiohttp's connection key, carrying proxy credentials as a real one can."""
+    from aiohttp.client_reqrep import ConnectionKey
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # aiohttp 3.14 deprecates BasicAuth
+        proxy_auth = aiohttp.BasicAuth("proxy", PASSWORD)
+    return ConnectionKey(host, port, True, True, None, proxy_auth, None, None)
+
+
+def proxy_request_info() -> aiohttp.RequestInfo:
+    """Request info as aiohttp attaches it to a ClientResponseError: our headers inside."""
+    url = yarl.URL("https://ica.illumina.com/ica/rest/api/tokens")
+    headers = multidict.CIMultiDictProxy(multidict.CIMultiDict({"X-API-Key": API_KEY}))
+    return aiohttp.RequestInfo(url, "POST", headers, url)
+
+
+@pytest.mark.parametrize(
+    ("make_error", "kind", "message"),
+    [
+        pytest.param(
+            lambda: aiohttp.ClientProxyConnectionError(
+                connection_key("proxy.example.org", 3128),
+                ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed"),
+            ),
+            "refused",
+            "connection refused by the proxy proxy.example.org:3128",
+            id="proxy-refused",
+        ),
+        pytest.param(
+            lambda: aiohttp.ClientConnectorError(
+                connection_key("::1", 8443), OSError(errno.EHOSTUNREACH, "No route to host")
+            ),
+            "other",
+            "cannot connect to [::1]:8443: No route to host",
+            id="unreachable",
+        ),
+        pytest.param(
+            lambda: aiohttp.ClientConnectorError(connection_key(), OSError()),
+            "other",
+            "cannot connect to ica.illumina.com:443",
+            id="connector-without-strerror",
+        ),
+        pytest.param(
+            lambda: aiohttp.ServerFingerprintMismatch(
+                b"a" * 32, b"b" * 32, "ica.illumina.com", 443
+            ),
+            "tls",
+            "the TLS certificate of ica.illumina.com:443 does not match the pinned fingerprint",
+            id="fingerprint",
+        ),
+        pytest.param(
+            lambda: aiohttp.ClientHttpProxyError(proxy_request_info(), (), status=407),
+            "other",
+            "the proxy answered HTTP 407",
+            id="proxy-http-407",
+        ),
+        pytest.param(
+            lambda: aiohttp.ClientOSError(),
+            "other",
+            "the connection failed: ClientOSError",
+            id="os-error-without-strerror",
+        ),
+        pytest.param(
+            lambda: aiohttp.ClientResponseError(proxy_request_info(), (), status=500),
+            "other",
+            "ClientResponseError: no answer from the server",
+            id="anything-else",
+        ),
+    ],
+)
+async def test_rarer_failures_are_named_and_chain_nothing_secret(
+    wire: Any,
+    session: aiohttp.ClientSession,
+    make_error: Callable[[], Exception],
+    kind: str,
+    message: str,
+) -> None:
+    """Proxy, routing, pinning and other failures are named; whatever aiohttp's exception
+    carried (proxy credentials, our request headers) is not reachable from ours."""
+    wire.post(ANY_URL, exception=make_error())
+    with pytest.raises(TransportError) as info:
+        await IcaTokenApi(session).create_jwt_token(ApiKey(API_KEY))
+    assert info.value.kind == kind
+    assert str(info.value) == f"POST https://ica.illumina.com/ica/rest/api/tokens: {message}"
+    assert_no_secret_reachable(info.value)
+
+
+async def test_runtime_error_on_an_open_session_is_not_called_closed(
+    wire: Any, session: aiohttp.ClientSession
+) -> None:
+    """A RuntimeError from an open session is not ours to rename: it propagates as it is."""
+    wire.post(ANY_URL, exception=RuntimeError("something else"))
+    with pytest.raises(RuntimeError, match=r"^something else$"):
+        await IcaTokenApi(session).create_jwt_token(ApiKey(API_KEY))
