@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import aiohttp
 import attrs
 
+from ._checks import check_text
 from ._credentials import ApiKey, BasicAuth, Credential, Jwt, PsToken, auth_headers, secrets_of
 from ._errors import InvalidResponseError
 from ._http import DEFAULT_TIMEOUT, Reply, TokenEndpoints
@@ -22,25 +23,36 @@ _JSON = "application/json"
 
 
 def _optional_text(instance: object, attribute: attrs.Attribute[str | None], value: object) -> None:
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        msg = f"{attribute.name} must be a non-empty string or None"
-        raise ValueError(msg)
+    if value is not None:
+        check_text(value, attribute.name)
 
 
 def _scopes(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
     if value is None:
         return None
-    items = [value] if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        items = [value]
+    elif isinstance(value, Iterable) and not isinstance(value, bytes | bytearray):
+        items = list(value)
+    else:
+        msg = f"scopes must be a str or an iterable of str, not {type(value).__name__}"
+        raise TypeError(msg)
     for item in items:
-        if not isinstance(item, str) or not item.strip():
-            msg = "scopes must be non-empty strings"
+        if "," in check_text(item, "scopes"):
+            # Sent as one comma-separated value: a comma would split a scope in two.
+            msg = "scopes must not contain ',' (pass several scopes as a list)"
             raise ValueError(msg)
     return tuple(items)
 
 
 @attrs.frozen
 class MintOptions:
-    """The optional query parameters of console `POST /v1/tokens` (see `create_token`)."""
+    """The optional query parameters of console `POST /v1/tokens` (see `create_token`).
+
+    Raises:
+        TypeError: an option that is not a `str` (or, for `scopes`, an iterable of `str`).
+        ValueError: a blank or padded option, or one with a control character.
+    """
 
     client_id: str | None = attrs.field(default=None, validator=_optional_text)
     domain: str | None = attrs.field(default=None, validator=_optional_text)
@@ -117,6 +129,8 @@ class ConsoleTokenApi(TokenEndpoints):
                 (for example a personal JWT when minting a project-scoped one).
 
         Raises:
+            TypeError: an option of the wrong type (`return_session_token` must be a bool).
+            ValueError: a blank or padded option, or one with a control character.
             ApiError: the server refused. TransportError: no answer.
         """
         options = MintOptions(client_id, domain, data, scopes, cwid, cid)
@@ -196,6 +210,9 @@ class ConsoleTokenApi(TokenEndpoints):
         authorization: BasicAuth | PsToken | Jwt | None = None,
     ) -> tuple[TokenResponse, Reply]:
         """`create_token` with its options in one object, also returning the reply's timing."""
+        if not isinstance(return_session_token, bool):
+            msg = f"return_session_token must be a bool, not {type(return_session_token).__name__}"
+            raise TypeError(msg)
         headers = {"Accept": _JSON, **auth_headers(credential)}
         secrets = secrets_of(credential)
         if authorization is not None:
@@ -244,10 +261,7 @@ def _bearer(token: str | PsToken | Jwt | Token) -> PsToken | Jwt:
         return token
     if isinstance(token, Token):
         return Jwt(token.value)
-    if not isinstance(token, str) or not token.strip():
-        msg = "access_token must be a non-empty string"
-        raise ValueError(msg)
-    return PsToken(token)
+    return PsToken(check_text(token, "access_token"))
 
 
 def _with_token(reply: Reply) -> TokenResponse:

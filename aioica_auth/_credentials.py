@@ -1,4 +1,10 @@
-"""Credentials: what a caller proves itself with. Their repr and str never show the secret."""
+"""Credentials: what a caller proves itself with. Their repr and str never show the secret.
+
+Each is checked on construction, and the message of a refusal names the field, never the
+value: a `str` (else `TypeError`), not blank, no surrounding whitespace, no control character
+anywhere, encodable as UTF-8 (else `ValueError`). What goes in a header as it is (`ApiKey.key`,
+`PsToken.token`, `Jwt.token`) must be ASCII; a `BasicAuth.username` has no ':' (RFC 7617).
+"""
 
 from __future__ import annotations
 
@@ -8,28 +14,42 @@ from typing import Any
 
 import attrs
 
+from ._checks import check_text
+
 __all__ = ["ApiKey", "BasicAuth", "Credential", "Jwt", "PsToken", "fingerprint"]
 
 
 def fingerprint(secret: str) -> str:
     """A short, stable, non-reversible name for a secret, fit for logs: 8 hex digits of SHA-256."""
-    return hashlib.sha256(secret.encode()).hexdigest()[:8]
+    # surrogatepass: naming a secret must never fail, even one no validator has seen.
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def _where(instance: Any, attribute: attrs.Attribute[str]) -> str:
+    return f"{type(instance).__name__}.{attribute.name}"
 
 
 def _not_blank(instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str):
+    """Usable text (see `check_text`), named `Class.field` in the message."""
+    check_text(value, _where(instance, attribute))
+
+
+def _header_value(instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    """Usable text that can go in an HTTP header as it is: ASCII only."""
+    _not_blank(instance, attribute, value)
+    if not value.isascii():
         msg = (
-            f"{type(instance).__name__}.{attribute.name} must be a str, not {type(value).__name__}"
+            f"{_where(instance, attribute)} has a non-ASCII character; it is sent in an HTTP "
+            "header, and Illumina keys and tokens are ASCII (a copy-paste slip?)"
         )
-        raise TypeError(msg)
-    if not value.strip():
-        msg = f"{type(instance).__name__}.{attribute.name} must not be empty or whitespace"
         raise ValueError(msg)
-    if value != value.strip() or any(c in value for c in "\r\n\0"):
-        msg = (
-            f"{type(instance).__name__}.{attribute.name} has leading or trailing whitespace "
-            "or a control character (a copy-paste slip?)"
-        )
+
+
+def _username(instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    _not_blank(instance, attribute, value)
+    if ":" in value:
+        # RFC 7617 2: the user-id of Basic authentication cannot contain a colon.
+        msg = f"{_where(instance, attribute)} must not contain ':' (HTTP Basic forbids it)"
         raise ValueError(msg)
 
 
@@ -41,7 +61,7 @@ def _secret_repr(cls_name: str, secret: str, extra: str = "") -> str:
 class ApiKey:
     """An Illumina API key, sent as `X-API-Key` to mint JWTs."""
 
-    key: str = attrs.field(validator=_not_blank)
+    key: str = attrs.field(validator=_header_value)
 
     def __repr__(self) -> str:
         return _secret_repr("ApiKey", self.key)
@@ -56,7 +76,7 @@ class BasicAuth:
     Basic authentication does not work for accounts with single sign-on.
     """
 
-    username: str = attrs.field(validator=_not_blank)
+    username: str = attrs.field(validator=_username)
     password: str = attrs.field(validator=_not_blank)
 
     @property
@@ -78,7 +98,7 @@ class BasicAuth:
 class PsToken:
     """An Illumina psToken (a platform session token), sent as `Bearer` to mint JWTs."""
 
-    token: str = attrs.field(validator=_not_blank)
+    token: str = attrs.field(validator=_header_value)
 
     def __repr__(self) -> str:
         return _secret_repr("PsToken", self.token)
@@ -90,7 +110,7 @@ class PsToken:
 class Jwt:
     """A JWT you already hold; the manager refreshes it for as long as the server allows."""
 
-    token: str = attrs.field(validator=_not_blank)
+    token: str = attrs.field(validator=_header_value)
 
     def __repr__(self) -> str:
         return _secret_repr("Jwt", self.token)

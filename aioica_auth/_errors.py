@@ -10,20 +10,39 @@ IcaError
 │   ├── RateLimitError            429 (.retry_after, seconds)
 │   ├── ServerError               5xx
 │   └── InvalidResponseError      a 2xx answer that is not what the API defines
-├── TransportError                the request did not get an answer (connection, TLS, disconnect)
+├── TransportError                the request did not get an answer (.kind says why)
 │   └── TransportTimeoutError     ... because it timed out (also a builtin TimeoutError)
 └── TokenUnavailableError         the manager cannot hand out a valid token (cause chained)
 ```
 
+`TransportError.kind`, and what its message says after "METHOD URL: ":
+
+```
+"refused"       connection refused by HOST:PORT
+"dns"           cannot resolve host HOST
+"tls"           TLS certificate verify failed for HOST:PORT (REASON)
+                TLS handshake with HOST:PORT failed (REASON)
+"timeout"       timed out after N s                      (always a TransportTimeoutError)
+"disconnected"  the server closed the connection before answering
+                the answer was cut short
+                the connection was reset
+"closed"        the aiohttp session is closed
+"other"         anything else (unreachable network, a proxy refusing, ...)
+```
+
 No message or attribute of these carries a secret: URLs are stripped of their query, body
 excerpts are cut short and scrubbed of anything that looks like a token or of the request's
-own credentials.
+own credentials (also URL-, form-, HTML- and JSON-encoded). A `TransportError` never chains
+aiohttp's exception (whose request info holds the request's headers, the credential among
+them): its `__cause__` is a fresh builtin error built from the failure's safe parts (an
+`OSError` subclass with errno and strerror, a `TimeoutError`, the TLS library's message).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Literal
 
 from ._models import ErrorResponse, Problem
 
@@ -38,9 +57,13 @@ __all__ = [
     "ServerError",
     "TokenUnavailableError",
     "TransportError",
+    "TransportKind",
     "TransportTimeoutError",
     "UnauthorizedError",
 ]
+
+TransportKind = Literal["refused", "dns", "tls", "timeout", "disconnected", "closed", "other"]
+"""Why a request got no answer (`TransportError.kind`); the module docstring says more."""
 
 _EXCERPT_LIMIT = 200
 # JWTs (three base64url segments, header starting "eyJ"), and long opaque tokens.
@@ -140,11 +163,25 @@ class InvalidResponseError(ApiError):
 
 
 class TransportError(IcaError):
-    """No HTTP answer: connection refused or reset, TLS failure, server disconnected."""
+    """No HTTP answer: connection refused or reset, TLS failure, server disconnected.
+
+    Attributes:
+        kind: Why, as one word: "refused", "dns", "tls", "timeout", "disconnected",
+            "closed" (the aiohttp session was closed) or "other".
+    """
+
+    kind: TransportKind
+
+    def __init__(self, message: str, *, kind: TransportKind = "other") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class TransportTimeoutError(TransportError, TimeoutError):
-    """The request timed out."""
+    """The request timed out (`kind` is "timeout")."""
+
+    def __init__(self, message: str, *, kind: TransportKind = "timeout") -> None:
+        super().__init__(message, kind=kind)
 
 
 class TokenUnavailableError(IcaError):

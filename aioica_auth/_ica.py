@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
+from ._checks import check_text
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken, auth_headers, secrets_of
 from ._errors import InvalidResponseError
 from ._http import DEFAULT_TIMEOUT, Reply, TokenEndpoints
@@ -54,6 +55,8 @@ class IcaTokenApi(TokenEndpoints):
             The JWT, decoded (a JWT minted from an API key cannot be refreshed: mint again).
 
         Raises:
+            TypeError: `credential` is not one of those, or `tenant` is not a `str`.
+            ValueError: `tenant` is blank, padded or has a control character.
             ApiError: the server refused (`UnauthorizedError` for a wrong credential, ...).
             TransportError: no answer.
         """
@@ -82,7 +85,7 @@ class IcaTokenApi(TokenEndpoints):
             raise TypeError(msg)
         params: list[tuple[str, str]] = []
         if tenant is not None:
-            params.append(("tenant", _not_blank(tenant, "tenant")))
+            params.append(("tenant", check_text(tenant, "tenant")))
         return await self._token_call(
             "/api/tokens",
             auth_headers(credential),
@@ -121,10 +124,3 @@ class IcaTokenApi(TokenEndpoints):
             msg = "the answer has no token"
             raise InvalidResponseError(reply.status, method="POST", url=reply.url, reason=msg)
         return decode_answer(value, reply), reply
-
-
-def _not_blank(value: str, name: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        msg = f"{name} must be a non-empty string"
-        raise ValueError(msg)
-    return value

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 from typing import Any
 
 import attrs
@@ -103,6 +104,83 @@ def test_non_str_is_type_error_without_value(make: Any, name: str, value: Any) -
         make(value)
     assert "secret" not in str(info.value)
     assert "12345" not in str(info.value)
+
+
+@pytest.mark.parametrize(("make", "name"), CASES)
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("leaky\tsecret-6", id="tab"),
+        pytest.param("leaky\x7fsecret-7", id="del"),
+        pytest.param("leaky\x1bsecret-8", id="escape"),
+        pytest.param("leaky\x85secret-9", id="c1-control"),
+        pytest.param("leaky\vsecret-10", id="vertical-tab"),
+    ],
+)
+def test_any_control_character_anywhere_is_value_error_without_value(
+    make: Any, name: str, value: str
+) -> None:
+    """A control character (Unicode Cc: tab, DEL, ESC, C1, ...) anywhere in a credential is a
+    ValueError naming the field, never the value."""
+    with pytest.raises(ValueError, match=rf"\.{name} .*control character") as info:
+        make(value)
+    assert "leaky" not in str(info.value)
+    assert "secret" not in repr(info.value)
+
+
+@pytest.mark.parametrize(("make", "name"), CASES)
+def test_lone_surrogate_is_value_error_without_value(make: Any, name: str) -> None:
+    """Text that cannot be encoded as UTF-8 (a lone surrogate) is a ValueError naming the
+    field: not the UnicodeEncodeError BasicAuth raised, whose args held `user:password`."""
+    with pytest.raises(ValueError, match=rf"\.{name} .*cannot be encoded as UTF-8") as info:
+        make("leaky\ud800secret")
+    assert type(info.value) is ValueError
+    assert "leaky" not in repr(info.value)
+    assert info.value.__context__ is None
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        pytest.param(lambda v: ApiKey(v), "ApiKey.key", id="ApiKey"),
+        pytest.param(lambda v: PsToken(v), "PsToken.token", id="PsToken"),
+        pytest.param(lambda v: Jwt(v), "Jwt.token", id="Jwt"),
+    ],
+)
+@pytest.mark.parametrize("value", ["leaky-sécret", "leaky\u2011secret", "ключ-secret"])
+def test_header_credential_must_be_ascii(make: Any, name: str, value: str) -> None:
+    """An API key, psToken or JWT goes in a header as it is: non-ASCII is a ValueError that
+    says so, naming the field and never the value."""
+    with pytest.raises(ValueError, match=rf"^{re.escape(name)} has a non-ASCII character") as info:
+        make(value)
+    assert "secret" not in str(info.value)
+    assert "sécret" not in str(info.value)
+
+
+def test_basic_auth_allows_non_ascii_username_and_password() -> None:
+    """Basic is base64 of UTF-8: a non-ASCII username or password is fine."""
+    assert BasicAuth("jörg@example.org", "pässwörd").username == "jörg@example.org"
+
+
+@pytest.mark.parametrize("username", ["alice:admin@example.org", ":", "alice:"])
+def test_basic_auth_username_with_colon_is_value_error(username: str) -> None:
+    """RFC 7617: a Basic user-id cannot contain ':'; ValueError naming the field."""
+    with pytest.raises(ValueError, match=r"^BasicAuth\.username must not contain ':'"):
+        BasicAuth(username, PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("cls", "field"),
+    [(ApiKey, "key"), (PsToken, "token"), (Jwt, "token"), (BasicAuth, "password")],
+)
+@pytest.mark.parametrize("value", ["x\ud800y", "x\tz", "é", ""])
+def test_repr_and_str_never_raise_even_unvalidated(cls: Any, field: str, value: str) -> None:
+    """repr() and str() of a credential never raise, even one built with validators off."""
+    with attrs.validators.disabled():
+        credential = cls(USER, value) if cls is BasicAuth else cls(value)
+    assert getattr(credential, field) == value
+    text = repr(credential) + str(credential)
+    assert "fingerprint=" in text
 
 
 @pytest.mark.parametrize(

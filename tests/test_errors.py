@@ -6,11 +6,13 @@ import asyncio
 import base64
 import datetime as dt
 import email.utils
+import html
 import json
 import re
 import socket
 import time
 import traceback
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple
@@ -602,17 +604,38 @@ async def test_non_json_success_echoing_a_secret_is_scrubbed(
 
 @pytest.mark.parametrize("endpoint", ENDPOINT_PARAMS)
 @pytest.mark.parametrize(
-    "error",
+    ("error", "kind", "message"),
     [
-        pytest.param(aiohttp.ClientConnectionError("Connection refused"), id="connection"),
-        pytest.param(aiohttp.ServerDisconnectedError(), id="disconnected"),
-        pytest.param(aiohttp.ClientPayloadError("truncated"), id="payload"),
+        pytest.param(
+            aiohttp.ClientConnectionError("Connection refused"),
+            "other",
+            "ClientConnectionError: no answer from the server",
+            id="connection",
+        ),
+        pytest.param(
+            aiohttp.ServerDisconnectedError(),
+            "disconnected",
+            "the server closed the connection before answering",
+            id="disconnected",
+        ),
+        pytest.param(
+            aiohttp.ClientPayloadError("truncated"),
+            "disconnected",
+            "the answer was cut short",
+            id="payload",
+        ),
     ],
 )
 async def test_connection_failure_is_transport_error(
-    wire: Any, session: aiohttp.ClientSession, endpoint: Endpoint, error: Exception
+    wire: Any,
+    session: aiohttp.ClientSession,
+    endpoint: Endpoint,
+    error: Exception,
+    kind: str,
+    message: str,
 ) -> None:
-    """A connection failure is TransportError (not a timeout), naming method and URL, cause kept."""
+    """A connection failure is TransportError (not a timeout), naming method, URL and cause;
+    its cause is a fresh builtin error, never aiohttp's (which holds the request headers)."""
     wire.add(ANY_URL, endpoint.method, exception=error)
     with pytest.raises(TransportError) as info:
         await endpoint.call(session)
@@ -620,13 +643,17 @@ async def test_connection_failure_is_transport_error(
     assert type(exc) is TransportError
     assert isinstance(exc, IcaError)
     assert not isinstance(exc, (ApiError, TimeoutError))
-    assert exc.__cause__ is error
-    assert str(exc).startswith(f"{endpoint.method} {endpoint.url}: {type(error).__name__}")
+    assert exc.kind == kind
+    assert exc.__cause__ is not error
+    assert not isinstance(exc.__cause__, aiohttp.ClientError)
+    assert exc.__context__ is None
+    assert str(exc) == f"{endpoint.method} {endpoint.url}: {message}"
     assert_clean(*everything_about(exc))
 
 
 async def test_real_refused_port_is_transport_error(session: aiohttp.ClientSession) -> None:
-    """Connecting to a closed port on 127.0.0.1 raises TransportError from the aiohttp error."""
+    """Connecting to a closed port on 127.0.0.1 raises TransportError(kind="refused") naming
+    the address, from a fresh ConnectionRefusedError (not aiohttp's exception)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -635,8 +662,11 @@ async def test_real_refused_port_is_transport_error(session: aiohttp.ClientSessi
         await api.create_jwt_token(ApiKey(API_KEY))
     exc = info.value
     assert type(exc) is TransportError
-    assert isinstance(exc.__cause__, aiohttp.ClientConnectionError)
-    assert f"POST http://127.0.0.1:{port}/ica/rest/api/tokens" in str(exc)
+    assert exc.kind == "refused"
+    assert type(exc.__cause__) is ConnectionRefusedError
+    assert str(exc) == (
+        f"POST http://127.0.0.1:{port}/ica/rest/api/tokens: connection refused by 127.0.0.1:{port}"
+    )
     assert_clean(*everything_about(exc))
 
 
@@ -653,7 +683,8 @@ async def test_real_refused_port_is_transport_error(session: aiohttp.ClientSessi
 async def test_timeout_is_transport_timeout_error(
     wire: Any, session: aiohttp.ClientSession, endpoint: Endpoint, error: Exception
 ) -> None:
-    """A timeout is TransportTimeoutError: also a TransportError, an IcaError and a TimeoutError."""
+    """A timeout is TransportTimeoutError: also a TransportError, an IcaError and a TimeoutError,
+    kind "timeout", chained to a fresh TimeoutError (not the one aiohttp raised)."""
     wire.add(ANY_URL, endpoint.method, exception=error)
     with pytest.raises(TransportTimeoutError) as info:
         await endpoint.call(session)
@@ -661,7 +692,9 @@ async def test_timeout_is_transport_timeout_error(
     assert isinstance(exc, TransportError)
     assert isinstance(exc, IcaError)
     assert isinstance(exc, TimeoutError)
-    assert exc.__cause__ is error
+    assert exc.kind == "timeout"
+    assert type(exc.__cause__) is TimeoutError
+    assert exc.__cause__ is not error
     assert str(exc) == f"{endpoint.method} {endpoint.url}: timed out after 30.0 s"
 
 
@@ -892,3 +925,76 @@ async def test_json_escaped_password_echo_is_scrubbed(
         await IcaTokenApi(session).create_jwt_token(BasicAuth(USER, password))
     assert escaped not in info.value.excerpt
     assert password not in info.value.excerpt
+
+
+# --------------------------------------------------------------------------- encoded echoes
+
+ODD_PASSWORD = 'p@ss w/rd&<x>"+'
+ENCODINGS = [
+    pytest.param(lambda s: urllib.parse.quote(s, safe=""), id="url-encoded"),
+    pytest.param(lambda s: urllib.parse.quote(s, safe="").lower(), id="url-encoded-lower-hex"),
+    pytest.param(lambda s: urllib.parse.quote_plus(s, safe=""), id="form-encoded"),
+    pytest.param(html.escape, id="html-escaped"),
+    pytest.param(lambda s: html.escape(s, quote=False), id="html-escaped-no-quotes"),
+    pytest.param(lambda s: json.dumps(s)[1:-1], id="json-escaped"),
+]
+
+
+def test_odd_password_changes_under_every_encoding() -> None:
+    """The test password is one that each encoding really changes (else the tests prove
+    nothing)."""
+    for param in ENCODINGS:
+        (encode,) = param.values
+        assert encode(ODD_PASSWORD) != ODD_PASSWORD, param.id
+
+
+@pytest.mark.parametrize("encode", ENCODINGS)
+async def test_encoded_password_echo_is_scrubbed_from_excerpt(
+    wire: Any, session: aiohttp.ClientSession, encode: Callable[[str], str]
+) -> None:
+    """An error page echoing the request's password URL-, form-, HTML- or JSON-encoded shows
+    neither that form nor the password itself, in the excerpt or anywhere else."""
+    echoed = encode(ODD_PASSWORD)
+    page = f"<p>login failed for password={echoed} (ref 42)</p>"
+    wire.post(ANY_URL, status=401, body=page, content_type="text/html")
+    with pytest.raises(UnauthorizedError) as info:
+        await IcaTokenApi(session).create_jwt_token(BasicAuth(USER, ODD_PASSWORD))
+    assert info.value.excerpt == "<p>login failed for password=*** (ref 42)</p>"
+    for text in everything_about(info.value):
+        assert echoed not in text
+        assert ODD_PASSWORD not in text
+
+
+@pytest.mark.parametrize("encode", ENCODINGS)
+async def test_encoded_password_echo_is_scrubbed_from_problem_fields(
+    wire: Any, session: aiohttp.ClientSession, encode: Callable[[str], str]
+) -> None:
+    """A Problem whose decoded title, detail and instance echo the password in any encoding
+    holds none of it."""
+    echoed = encode(ODD_PASSWORD)
+    body = {
+        "title": f"Bad password {echoed}",
+        "detail": f"password={echoed}",
+        "instance": f"/ica/rest/api/tokens?password={echoed}",
+    }
+    answer(wire, BY_NAME["ica-create-basic"], 401, body, content_type="application/problem+json")
+    with pytest.raises(UnauthorizedError) as info:
+        await IcaTokenApi(session).create_jwt_token(BasicAuth(USER, ODD_PASSWORD))
+    problem = info.value.problem
+    assert isinstance(problem, Problem)
+    assert problem.title == "Bad password ***"
+    assert problem.detail == "password=***"
+    for text in [repr(problem), *everything_about(info.value)]:
+        assert echoed not in text
+        assert ODD_PASSWORD not in text
+
+
+@pytest.mark.parametrize("encode", ENCODINGS)
+async def test_encoded_password_echo_in_non_json_success_is_scrubbed(
+    wire: Any, session: aiohttp.ClientSession, encode: Callable[[str], str]
+) -> None:
+    """A 200 that is not JSON and echoes the password encoded: the excerpt holds none of it."""
+    wire.post(ANY_URL, status=200, body=f"welcome {encode(ODD_PASSWORD)}")
+    with pytest.raises(InvalidResponseError) as info:
+        await IcaTokenApi(session).create_jwt_token(BasicAuth(USER, ODD_PASSWORD))
+    assert info.value.excerpt == "welcome ***"

@@ -28,6 +28,7 @@ from aioica_auth import (
     TokenResponse,
     Workgroup,
 )
+from aioica_auth._http import MAX_TIMEOUT, check_base_url, normalise_timeout
 
 ICA = "https://ica.illumina.com/ica/rest"
 CONSOLE = "https://aps2.platform.illumina.com"
@@ -77,7 +78,10 @@ def only_call(wire: Any) -> tuple[str, yarl.URL, dict[str, Any]]:
 def assert_options(kwargs: dict[str, Any], total: float = 30.0) -> None:
     """The per-request options every token call must set."""
     assert kwargs["allow_redirects"] is False
-    assert kwargs["middlewares"] == ()
+    assert kwargs["raise_for_status"] is False
+    # Only our own credential guard: never the session's (a token middleware would recurse).
+    (guard,) = kwargs["middlewares"]
+    assert guard.__name__ == "only_ours"
     assert kwargs["timeout"] == aiohttp.ClientTimeout(total=total)
 
 
@@ -916,3 +920,193 @@ async def test_debug_log_names_request_without_secrets(
     assert records[0].levelname == "DEBUG"
     assert records[0].getMessage().startswith("POST /api/tokens -> 200 in ")
     assert "acme" not in records[0].getMessage()
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        pytest.param(" https://ica.illumina.com/ica/rest", id="leading-space"),
+        pytest.param("https://ica.illumina.com/ica/rest ", id="trailing-space"),
+        pytest.param("https://ica.illumina.com/ica/rest\n", id="trailing-lf"),
+        pytest.param("https://ica.illumina.com/ica/\rrest", id="cr-inside"),
+        pytest.param("https://ica.illumina.com/ica\t/rest", id="tab-inside"),
+        pytest.param("https://ica.illumina.com\x00/ica/rest", id="nul"),
+        pytest.param("https://ica.illumina.com/ica/rest\x7f", id="del"),
+        pytest.param("https://ica illumina.com/ica/rest", id="space-in-host"),
+        pytest.param("https://ica.illumina.com/ica rest", id="space-in-path"),
+        pytest.param("https://ica%20illumina.com/ica/rest", id="encoded-space-in-host"),
+        pytest.param("https://ica<illumina>.com", id="bad-host-character"),
+        pytest.param("https://xn--abc-.com", id="bad-idna"),
+        pytest.param("https://ica.illumina.com:99999", id="port-too-large"),
+        pytest.param("https://ica.illumina.com:-1", id="port-negative"),
+        pytest.param("https://ica.illumina.com:0", id="port-zero"),
+        pytest.param("https://ica.illumina.com:abc", id="port-not-a-number"),
+        pytest.param("https://ica.illumina.com:1:2", id="port-twice"),
+        pytest.param("https://[::1", id="unclosed-ipv6"),
+        pytest.param("https://user:pa ss@ica.illumina.com", id="space-in-password"),
+    ],
+)
+@pytest.mark.parametrize("name", [None, "server_url"])
+def test_malformed_base_url_is_value_error_naming_the_parameter(
+    base_url: str, name: str | None
+) -> None:
+    """Whitespace or a control character anywhere, a malformed host or port: a ValueError
+    (never a yarl or Unicode error type) that names the parameter and does not echo the URL."""
+    kwargs = {} if name is None else {"name": name}
+    with pytest.raises(ValueError, match=rf"^{name or 'base_url'} ") as info:
+        check_base_url(base_url, **kwargs)
+    assert type(info.value) is ValueError
+    assert "illumina" not in str(info.value).replace("https://ica.illumina.com/ica/rest", "")
+    assert "pa ss" not in str(info.value)
+    assert info.value.__context__ is None
+
+
+@pytest.mark.parametrize("cls", [IcaTokenApi, ConsoleTokenApi])
+@pytest.mark.parametrize("base_url", ["https://ica.illumina.com:99999", "https://a b.org"])
+def test_endpoint_classes_refuse_malformed_base_url(
+    session: aiohttp.ClientSession, cls: Any, base_url: str
+) -> None:
+    """The endpoint classes name `base_url` for a malformed URL, as ValueError."""
+    with pytest.raises(ValueError, match=r"^base_url "):
+        cls(session, base_url)
+
+
+@pytest.mark.parametrize("base_url", [None, 8443, b"https://ica.illumina.com"])
+def test_non_text_base_url_is_type_error(base_url: Any) -> None:
+    """A base URL that is neither str nor yarl.URL is a TypeError naming the parameter."""
+    with pytest.raises(TypeError, match=r"^base_url must be a str or yarl\.URL, not "):
+        check_base_url(base_url)
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "https://ica.illumina.com:443/ica/rest",
+        "https://gateway_1.internal:8443",
+        "https://[2001:db8::1]:8443/ica",
+        "https://bücher.example/ica",
+        yarl.URL("https://ica.illumina.com/ica/rest/"),
+    ],
+)
+def test_well_formed_base_urls_pass(base_url: Any) -> None:
+    """Ports, underscores, IPv6 literals, IDNA hosts and yarl.URL values are fine."""
+    assert str(check_base_url(base_url)) == str(yarl.URL(str(base_url))).rstrip("/")
+
+
+@pytest.mark.parametrize("tenant", [123, b"acme", ["acme"]])
+async def test_ica_non_str_tenant_is_type_error(
+    wire: Any, session: aiohttp.ClientSession, tenant: Any
+) -> None:
+    """A tenant that is not a str is a TypeError naming `tenant` and the type; nothing is sent."""
+    with pytest.raises(TypeError, match=rf"^tenant must be a str, not {type(tenant).__name__}$"):
+        await IcaTokenApi(session).create_jwt_token(BasicAuth(USER, PASSWORD), tenant=tenant)
+    assert wire.calls() == []
+
+
+@pytest.mark.parametrize("tenant", [" acme", "acme\n", "ac\tme", "acme\x7f"])
+async def test_ica_padded_or_control_tenant_is_value_error(
+    wire: Any, session: aiohttp.ClientSession, tenant: str
+) -> None:
+    """A padded tenant or one with a control character is a ValueError naming `tenant`."""
+    with pytest.raises(ValueError, match=r"^tenant "):
+        await IcaTokenApi(session).create_jwt_token(BasicAuth(USER, PASSWORD), tenant=tenant)
+    assert wire.calls() == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"client_id": 1},
+        {"domain": b"acme"},
+        {"data": {"k": "v"}},
+        {"cwid": 42},
+        {"cid": ["p"]},
+        {"scopes": [1]},
+        {"scopes": 5},
+        {"scopes": b"A,B"},
+    ],
+)
+async def test_console_create_non_str_option_is_type_error(
+    wire: Any, session: aiohttp.ClientSession, kwargs: dict[str, Any]
+) -> None:
+    """An option of the wrong type is a TypeError naming it; nothing is sent."""
+    name = next(iter(kwargs))
+    with pytest.raises(TypeError, match=rf"^{name} must be a str"):
+        await ConsoleTokenApi(session).create_token(ApiKey(API_KEY), **kwargs)
+    assert wire.calls() == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"client_id": "app\n"}, {"domain": " acme"}, {"cid": "p\x00"}, {"scopes": ["A\tB"]}],
+)
+async def test_console_create_control_character_option_is_value_error(
+    wire: Any, session: aiohttp.ClientSession, kwargs: dict[str, Any]
+) -> None:
+    """A padded option, or one with a control character, is a ValueError naming it."""
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=rf"^{name} "):
+        await ConsoleTokenApi(session).create_token(ApiKey(API_KEY), **kwargs)
+    assert wire.calls() == []
+
+
+@pytest.mark.parametrize("scopes", ["A,B", ["A", "B,C"]])
+async def test_console_scope_with_comma_is_value_error(
+    wire: Any, session: aiohttp.ClientSession, scopes: Any
+) -> None:
+    """Scopes go out comma-separated, so a scope holding a comma is refused (it would split)."""
+    with pytest.raises(ValueError, match=r"^scopes must not contain ','"):
+        await ConsoleTokenApi(session).create_token(ApiKey(API_KEY), scopes=scopes)
+    assert wire.calls() == []
+
+
+@pytest.mark.parametrize("value", ["yes", "false", 1, 0, None])
+async def test_console_return_session_token_must_be_bool(
+    wire: Any, session: aiohttp.ClientSession, value: Any
+) -> None:
+    """return_session_token that is not a bool (even "false" or 0) is a TypeError."""
+    with pytest.raises(TypeError, match=r"^return_session_token must be a bool, not "):
+        await ConsoleTokenApi(session).create_token(ApiKey(API_KEY), return_session_token=value)
+    assert wire.calls() == []
+
+
+@pytest.mark.parametrize("bad", [None, 42, b"ps-token"])
+async def test_console_refresh_and_revoke_non_str_token_is_type_error(
+    wire: Any, session: aiohttp.ClientSession, bad: Any
+) -> None:
+    """An access token that is no str or token object is a TypeError naming `access_token`."""
+    api = ConsoleTokenApi(session)
+    with pytest.raises(TypeError, match=r"^access_token must be a str"):
+        await api.refresh_token(bad)
+    with pytest.raises(TypeError, match=r"^access_token must be a str"):
+        await api.revoke_token(bad)
+    assert wire.calls() == []
+
+
+def test_max_timeout_is_a_day() -> None:
+    """MAX_TIMEOUT is 86 400 seconds; exactly that is accepted, as number or ClientTimeout."""
+    assert MAX_TIMEOUT == 86_400.0
+    assert normalise_timeout(MAX_TIMEOUT) == aiohttp.ClientTimeout(total=86_400.0)
+    day = aiohttp.ClientTimeout(total=86_400)
+    assert normalise_timeout(day) is day
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    [
+        pytest.param(86_400.5, id="over-a-day"),
+        pytest.param(10**6, id="a-million"),
+        pytest.param(aiohttp.ClientTimeout(total=86_401), id="client-timeout-over-a-day"),
+        pytest.param(aiohttp.ClientTimeout(total=float("nan")), id="client-timeout-nan"),
+        pytest.param(aiohttp.ClientTimeout(total=float("inf")), id="client-timeout-inf"),
+        pytest.param(aiohttp.ClientTimeout(total="30"), id="client-timeout-str"),  # type: ignore[arg-type]
+    ],
+)
+def test_timeout_over_max_is_value_error(timeout: Any) -> None:
+    """A timeout above MAX_TIMEOUT (a number or a ClientTimeout's total), or a ClientTimeout
+    whose total is no number, is a ValueError naming `timeout`."""
+    with pytest.raises(ValueError, match=r"^timeout must "):
+        normalise_timeout(timeout)
