@@ -5,8 +5,9 @@
     TRANSIENT  no answer (refused, DNS, TLS, timeout, torn connection), 5xx, 408, 429, and the
                soft failures (a renewal that gave no later expiry, a token already expired on
                arrival): back off with jitter, honour `Retry-After`, try again
-    PERMANENT  a refusal (other 4xx), a malformed answer, a credential that cannot work: fail
-               fast, and remember it for `error_memory` seconds so retry loops cannot hammer
+    PERMANENT  a refusal (other 4xx), a malformed answer, a credential that cannot work, a
+               closed aiohttp session: fail fast, and remember it for `error_memory` seconds
+               so retry loops cannot hammer
 
 `Backoff` owns the count of failures in a row, the earliest next attempt and the remembered
 permanent failure (`RememberedFailure`). It reads no clock of its own: every method takes
@@ -20,7 +21,13 @@ import random
 
 import attrs
 
-from ._errors import ApiError, IcaError, InvalidResponseError, TokenUnavailableError
+from ._errors import (
+    ApiError,
+    IcaError,
+    InvalidResponseError,
+    TokenUnavailableError,
+    TransportError,
+)
 from ._policy import Policy
 from ._sources import is_refusal
 
@@ -43,6 +50,8 @@ def classify(exc: IcaError) -> Severity:
     if isinstance(exc, SoftFailureError):
         return Severity.TRANSIENT
     if isinstance(exc, TokenUnavailableError | InvalidResponseError):
+        return Severity.PERMANENT
+    if isinstance(exc, TransportError) and exc.kind == "closed":
         return Severity.PERMANENT
     if isinstance(exc, ApiError) and is_refusal(exc):
         return Severity.PERMANENT

@@ -49,6 +49,7 @@ __all__ = [
     "Reply",
     "TokenEndpoints",
     "check_base_url",
+    "check_session",
     "is_loopback",
     "parse_http_date",
     "parse_retry_after",
@@ -159,6 +160,26 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def check_session(session: object) -> None:
+    """Refuse what cannot carry token requests.
+
+    Raises:
+        TypeError: `session` is not an `aiohttp.ClientSession`.
+        ValueError: `session` was built with `auth=` (aiohttp refuses that beside the
+            `Authorization` a token request sets).
+    """
+    if not isinstance(session, aiohttp.ClientSession):
+        msg = f"session must be an aiohttp.ClientSession, not {type(session).__name__}"
+        raise TypeError(msg)
+    if session.auth is not None:
+        msg = (
+            "session was built with auth=: aiohttp then refuses every request that sets "
+            "its own Authorization, as token requests do. Pass a session without auth= "
+            "(credentials for the token endpoint go in the credential argument)"
+        )
+        raise ValueError(msg)
+
+
 def parse_http_date(value: str | None) -> float | None:
     """An HTTP date (`Date`, `Retry-After`) as a POSIX timestamp, or None if unreadable."""
     if not value:
@@ -252,16 +273,7 @@ class HttpCore:
             ValueError: `session` was built with `auth=` (aiohttp refuses that beside the
                 `Authorization` a token request sets), or a bad `base_url` or `timeout`.
         """
-        if not isinstance(session, aiohttp.ClientSession):
-            msg = f"session must be an aiohttp.ClientSession, not {type(session).__name__}"
-            raise TypeError(msg)
-        if session.auth is not None:
-            msg = (
-                "session was built with auth=: aiohttp then refuses every request that sets "
-                "its own Authorization, as token requests do. Pass a session without auth= "
-                "(credentials for the token endpoint go in the credential argument)"
-            )
-            raise ValueError(msg)
+        check_session(session)
         return cls(session, check_base_url(base_url), normalise_timeout(timeout))
 
     async def request(

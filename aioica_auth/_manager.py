@@ -37,7 +37,7 @@ from ._backoff import Backoff, Severity, classify
 from ._console import CONSOLE_BASE_URL, MintOptions
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
 from ._errors import IcaError, RateLimitError, TokenUnavailableError
-from ._http import check_base_url
+from ._http import check_base_url, check_session
 from ._ica import ICA_BASE_URL
 from ._lease import Clock, Lease, Provenance, SystemClock, TokenState
 from ._middleware import BearerMiddleware
@@ -106,7 +106,8 @@ class TokenManager:
         `clock` (with `monotonic()` and `time()`) and `rng` are for tests: an injected clock
         and a seeded random source make timing and jitter exact.
         """
-        _check_session(session)
+        if session is not None:
+            check_session(session)
         if on_token is not None and not callable(on_token):
             msg = "on_token must be callable"
             raise TypeError(msg)
@@ -619,20 +620,6 @@ def _check_min_validity(value: float | None) -> float | None:
         msg = "min_validity must be a non-negative number of seconds"
         raise ValueError(msg)
     return float(value)
-
-
-def _check_session(session: object) -> None:
-    if session is None:
-        return
-    if not isinstance(session, aiohttp.ClientSession):
-        msg = f"session must be an aiohttp.ClientSession, not {type(session).__name__}"
-        raise TypeError(msg)
-    if session.auth is not None:
-        msg = (
-            "session must not have auth=...: the manager sets each token request's "
-            "Authorization itself (use a session without auth for it)"
-        )
-        raise ValueError(msg)
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

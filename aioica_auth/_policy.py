@@ -24,16 +24,14 @@ from typing import Any
 
 import attrs
 
-from ._http import Reply
+from ._http import MAX_TIMEOUT, Reply
 from ._token import Token
 
-__all__ = ["MAX_SECONDS", "Policy", "Timing", "plan"]
+__all__ = ["Policy", "Timing", "plan"]
 
 _RANDOM = random.Random()
 
 _DATE_RESOLUTION = 2.0  # `Date` has one-second resolution: smaller offsets are noise
-MAX_SECONDS = 86_400.0
-"""The largest timeout or wait a policy takes: a day."""
 
 
 def _seconds(*, low: float, high: float = math.inf, allow_low: bool) -> Any:
@@ -56,7 +54,7 @@ def _seconds(*, low: float, high: float = math.inf, allow_low: bool) -> Any:
 
 _positive = _seconds(low=0, allow_low=False)
 _non_negative = _seconds(low=0, allow_low=True)
-_timeout = _seconds(low=0, high=MAX_SECONDS, allow_low=False)
+_timeout = _seconds(low=0, high=MAX_TIMEOUT, allow_low=False)
 
 
 def _flag(instance: Any, attribute: attrs.Attribute[bool], value: bool) -> None:

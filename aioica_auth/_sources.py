@@ -22,6 +22,7 @@ import aiohttp
 import attrs
 import yarl
 
+from ._checks import check_text
 from ._console import ConsoleTokenApi, MintOptions
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
 from ._errors import ApiError, InvalidResponseError, TokenUnavailableError
@@ -232,12 +233,8 @@ def ica_sources(
             does not decode.
     """
     _check_credential(credential, (ApiKey, BasicAuth, PsToken, Jwt))
-    if tenant is not None and not isinstance(tenant, str):
-        msg = f"tenant must be a str or None, not {type(tenant).__name__}"
-        raise TypeError(msg)
-    if tenant is not None and not tenant.strip():
-        msg = "tenant must be a non-empty string or None"
-        raise ValueError(msg)
+    if tenant is not None:
+        check_text(tenant, "tenant")
     given = _decode_given(credential) if isinstance(credential, Jwt) else None
 
     def build(session: aiohttp.ClientSession, policy: Policy) -> TokenSource:

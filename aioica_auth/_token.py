@@ -116,6 +116,7 @@ def decode_jwt(value: str) -> Token:
         raise InvalidResponseError(200, reason=msg)
     import jwt  # deferred: PyJWT pulls in cryptography, ~30 ms at import
 
+    failure = ""
     try:
         claims = jwt.decode(
             value,
@@ -123,9 +124,12 @@ def decode_jwt(value: str) -> Token:
             algorithms=None,
         )
     except (jwt.PyJWTError, ValueError, TypeError, RecursionError) as exc:
-        # Not chained: a third-party message could quote part of the token.
-        msg = f"the token is not a decodable JWT ({type(exc).__name__})"
-        raise InvalidResponseError(200, reason=msg) from None
+        failure = type(exc).__name__
+    if failure:
+        # Raised outside the except, so neither chained nor in __context__: a third-party
+        # message could quote part of the token.
+        msg = f"the token is not a decodable JWT ({failure})"
+        raise InvalidResponseError(200, reason=msg)
     if not isinstance(claims, dict):
         msg = "the JWT payload is not an object"
         raise InvalidResponseError(200, reason=msg)
@@ -143,6 +147,5 @@ def decode_answer(value: str, reply: Reply) -> Token:
     try:
         return decode_jwt(value)
     except InvalidResponseError as exc:
-        raise InvalidResponseError(
-            reply.status, method="POST", url=reply.url, reason=exc.reason
-        ) from None
+        reason = exc.reason
+    raise InvalidResponseError(reply.status, method="POST", url=reply.url, reason=reason)
