@@ -107,17 +107,29 @@ class SingleFlight(Generic[_T]):
         if task.done():
             await asyncio.sleep(0)  # finished already: yield once, then report it
         while not task.done():
-            if self._clock() >= deadline - _SLACK:
+            waiter = self.park(deadline)
+            if waiter is None:
                 return Outcome(Landing.TIMED_OUT)
-            waiter = self._loop.create_future()
-            self._waiters[waiter] = deadline
-            if deadline < self._timer_at:
-                self._arm(deadline)
             try:
                 await waiter  # woken when any task lands, or by the deadline timer
             finally:
-                self._waiters.pop(waiter, None)
+                self.unpark(waiter)
         return _outcome(task)
+
+    def park(self, deadline: float) -> asyncio.Future[None] | None:
+        """A future of the caller's own, resolved when a task lands or `deadline` comes, or
+        None if `deadline` has come. Await it, then `unpark` it (in a `finally`)."""
+        if self._clock() >= deadline - _SLACK:
+            return None
+        waiter = self._loop.create_future()
+        self._waiters[waiter] = deadline
+        if deadline < self._timer_at:
+            self._arm(deadline)
+        return waiter
+
+    def unpark(self, waiter: asyncio.Future[None]) -> None:
+        """Forget a parked future (the waiter left: woken, timed out or cancelled)."""
+        self._waiters.pop(waiter, None)
 
     # -- internals --------------------------------------------------------------------------
 

@@ -441,7 +441,8 @@ class TokenManager:
 
     async def _wait(self, min_validity: float | None) -> Lease:
         """Wait for the one renewal (starting it if needed), within acquire_timeout."""
-        renewal = self._start()
+        renewal = self._renewal  # set by _ready(), which always runs first
+        assert renewal is not None
         self._counts["waits"] += 1
         deadline = self._clock.monotonic() + self._policy.acquire_timeout
         first = self._lease
