@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import types
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -11,6 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aioresponses import aioresponses
+
+from .support import find_secret
 
 pytest_plugins = ["aioica_auth.testing.pytest_plugin"]
 
@@ -52,12 +53,6 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-# What a leaked secret of the local server looks like: a JWT, its API keys, its psTokens.
-_SECRET_SHAPES = re.compile(
-    r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|test-apikey-[0-9a-f]{8}|ps\.[A-Za-z0-9_-]{20}"
-)
-
-
 @pytest.fixture(autouse=True)
 def _debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Every test runs with aioica_auth logging at DEBUG, and over the whole suite no log
@@ -68,9 +63,10 @@ def _debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         text = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             text += " " + repr(record.exc_info[1]) + " " + str(record.exc_info[1])
-        leak = _SECRET_SHAPES.search(text)
+        leak = find_secret(text)
         assert leak is None, (
-            f"secret-shaped text in a {record.name} log record: {text[: leak.start()][:200]}<here>"
+            f"secret-shaped text in a {record.name} log record: "
+            f"{text[: text.index(leak)][:200]}<here>"
         )
 
 
