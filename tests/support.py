@@ -1,4 +1,5 @@
-"""Helpers shared by the test modules: hand-made JWTs, a scan for secrets, a bounded poll.
+"""Helpers shared by the test modules: hand-made JWTs, a scan for secrets, a bounded poll,
+and the event-loop switch (`LOOP_ENV`) that `conftest.py` reads.
 
 Fixtures live in `conftest.py`; these are plain functions, imported where they are used
 (``from .support import unsigned_jwt``).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -18,6 +20,24 @@ from typing import Any
 SECRET_SHAPES = re.compile(
     r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|test-apikey-[0-9a-f]{8}|ps\.[A-Za-z0-9_-]{20}"
 )
+
+# AIOICA_TEST_LOOP=uvloop runs every async test on uvloop's loop (see conftest.py).
+LOOP_ENV = "AIOICA_TEST_LOOP"
+LOOPS = ("asyncio", "uvloop")
+
+
+def requested_loop() -> str:
+    """The event loop the run asked for in `LOOP_ENV`: "asyncio" (the default) or "uvloop".
+
+    Raises:
+        ValueError: `LOOP_ENV` names another loop (a typo must not run the default silently).
+    """
+    loop = os.environ.get(LOOP_ENV) or "asyncio"
+    if loop not in LOOPS:
+        msg = f"{LOOP_ENV}={loop!r}: expected one of {', '.join(LOOPS)}"
+        raise ValueError(msg)
+    return loop
+
 
 _RS256 = {"alg": "RS256", "typ": "JWT"}
 

@@ -1,4 +1,4 @@
-"""The suite's own support: the helpers in `tests/support.py`."""
+"""The suite's own support: `tests/support.py` helpers and the AIOICA_TEST_LOOP switch."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import time
 import jwt
 import pytest
 
-from .support import find_secret, unsigned_jwt, wait_until
+from .support import LOOP_ENV, find_secret, requested_loop, unsigned_jwt, wait_until
+
+ON_UVLOOP = requested_loop() == "uvloop"
+
 
 # --------------------------------------------------------------------------- unsigned_jwt
 
@@ -77,3 +80,29 @@ async def test_wait_until_is_bounded() -> None:
     """wait_until fails with AssertionError when the predicate never holds."""
     with pytest.raises(AssertionError, match="not reached in time"):
         await wait_until(lambda: False, limit=0.1)
+
+
+# --------------------------------------------------------------------------- the loop switch
+
+
+def test_requested_loop_refuses_an_unknown_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misspelt AIOICA_TEST_LOOP is an error, never a silent fall back to asyncio."""
+    monkeypatch.setenv(LOOP_ENV, "uvlop")
+    with pytest.raises(ValueError, match="uvlop"):
+        requested_loop()
+    monkeypatch.setenv(LOOP_ENV, "")
+    assert requested_loop() == "asyncio"
+
+
+@pytest.mark.skipif(not ON_UVLOOP, reason=f"{LOOP_ENV}=uvloop is not set")
+async def test_uvloop_switch_runs_tests_on_uvloop() -> None:
+    """With AIOICA_TEST_LOOP=uvloop, async tests really run on uvloop's event loop."""
+    import uvloop
+
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+
+
+@pytest.mark.skipif(ON_UVLOOP, reason=f"{LOOP_ENV}=uvloop is set")
+async def test_default_loop_is_asyncio() -> None:
+    """Without the switch, async tests run on the standard library's event loop."""
+    assert type(asyncio.get_running_loop()).__module__.startswith("asyncio")
