@@ -1,18 +1,37 @@
-"""Shared fixtures: exact wire mocks (aioresponses) and a log scan for secrets."""
+"""Shared fixtures: exact wire mocks (aioresponses), a log scan for secrets, and the
+event-loop switch: ``AIOICA_TEST_LOOP=uvloop`` runs every async test on uvloop."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import re
 import types
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
 import pytest
 from aioresponses import aioresponses
 
+from .support import find_secret, requested_loop
+
 pytest_plugins = ["aioica_auth.testing.pytest_plugin"]
+
+
+# An unknown AIOICA_TEST_LOOP fails here, at conftest import: a typo must not quietly run the
+# default loop.
+if requested_loop() == "uvloop":
+    import uvloop
+
+    # pytest-asyncio >= 1.4 builds each test's loop with the factory this hook returns (the
+    # older override of the `event_loop_policy` fixture is deprecated there, and deprecation
+    # warnings are errors here). Defined only when asked for: a hook that exists must return
+    # a factory, and without one pytest-asyncio keeps its default loop.
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+        """Every async test runs on uvloop's event loop."""
+        return {"uvloop": uvloop.new_event_loop}
 
 
 class _Response(aiohttp.ClientResponse):
@@ -52,12 +71,6 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-# What a leaked secret of the local server looks like: a JWT, its API keys, its psTokens.
-_SECRET_SHAPES = re.compile(
-    r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|test-apikey-[0-9a-f]{8}|ps\.[A-Za-z0-9_-]{20}"
-)
-
-
 @pytest.fixture(autouse=True)
 def _debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Every test runs with aioica_auth logging at DEBUG, and over the whole suite no log
@@ -68,9 +81,10 @@ def _debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         text = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             text += " " + repr(record.exc_info[1]) + " " + str(record.exc_info[1])
-        leak = _SECRET_SHAPES.search(text)
+        leak = find_secret(text)
         assert leak is None, (
-            f"secret-shaped text in a {record.name} log record: {text[: leak.start()][:200]}<here>"
+            f"secret-shaped text in a {record.name} log record: "
+            f"{text[: text.index(leak)][:200]}<here>"
         )
 
 

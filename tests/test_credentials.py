@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 import re
 from typing import Any
@@ -16,20 +15,14 @@ from aioica_auth import ApiKey, BasicAuth, Jwt, PsToken, Token, TokenResponse
 from aioica_auth._credentials import auth_headers, fingerprint, secrets_of
 from aioica_auth._models import AccessTokenRequest
 
+from .support import find_secret
+from .support import unsigned_jwt as make_jwt
+
 API_KEY = "ak-cred-0011223344556677SECRET"
 USER = "carol@example.org"
 PASSWORD = "pw-cred-C0rrectHorse!"
 BASIC_B64 = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 PS_TOKEN = "ps-cred-session-SECRET-31337"
-
-
-def make_jwt(claims: dict[str, Any]) -> str:
-    """An unsigned-looking JWT (the client never checks the signature)."""
-
-    def seg(obj: Any) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-
-    return f"{seg({'alg': 'RS256', 'typ': 'JWT'})}.{seg(claims)}.c2lnbmF0dXJl"
 
 
 JWT = make_jwt({"sub": "cred", "exp": 2_000_000_000})
@@ -40,8 +33,7 @@ SECRETS = (API_KEY, PASSWORD, BASIC_B64, PS_TOKEN, JWT)
 def _no_secret_in_logs(caplog: pytest.LogCaptureFixture) -> Any:
     """After each test, the DEBUG log holds no secret."""
     yield
-    for secret in SECRETS:
-        assert secret not in caplog.text
+    assert find_secret(caplog.text, SECRETS) is None
 
 
 def shown(obj: object) -> str:

@@ -45,6 +45,9 @@ from aioica_auth import (
 )
 from aioica_auth._http import parse_http_date, parse_retry_after
 
+from .support import find_secret
+from .support import unsigned_jwt as make_jwt
+
 ICA = "https://ica.illumina.com/ica/rest"
 CONSOLE = "https://aps2.platform.illumina.com"
 ANY_URL = re.compile(r".*")
@@ -56,15 +59,6 @@ BASIC_B64 = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 PS_TOKEN = "ps-err-session-SECRET-777"
 
 
-def make_jwt(claims: dict[str, Any]) -> str:
-    """An unsigned-looking JWT (the client never checks the signature)."""
-
-    def seg(obj: Any) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-
-    return f"{seg({'alg': 'RS256', 'typ': 'JWT'})}.{seg(claims)}.c2lnbmF0dXJl"
-
-
 JWT_IN = make_jwt({"sub": "err-in", "exp": 2_000_000_000})
 JWT_OUT = make_jwt({"sub": "err-out", "exp": 2_000_000_100})
 FOREIGN_JWT = make_jwt({"sub": "someone-else", "exp": 2_000_000_200})
@@ -74,8 +68,7 @@ SECRETS = (API_KEY, PASSWORD, BASIC_B64, PS_TOKEN, JWT_IN, JWT_OUT, FOREIGN_JWT)
 def assert_clean(*texts: str) -> None:
     """None of the texts contains any secret of this module."""
     for text in texts:
-        for secret in SECRETS:
-            assert secret not in text, f"secret leaked into {text!r}"
+        assert find_secret(text, SECRETS) is None, f"secret leaked into {text!r}"
 
 
 def everything_about(exc: BaseException) -> list[str]:

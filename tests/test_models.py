@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
-import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -26,16 +24,9 @@ from aioica_auth import (
 from aioica_auth._http import structure
 from aioica_auth._models import AccessTokenRequest, IcaTokenBody, converter
 
+from .support import unsigned_jwt as make_jwt
+
 UTC = dt.UTC
-
-
-def make_jwt(claims: Any, header: dict[str, Any] | None = None) -> str:
-    """An unsigned-looking JWT (the client never checks the signature)."""
-
-    def seg(obj: Any) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-
-    return f"{seg(header or {'alg': 'RS256', 'typ': 'JWT'})}.{seg(claims)}.c2lnbmF0dXJl"
 
 
 # --------------------------------------------------------------------------- Token.from_jwt

@@ -44,6 +44,8 @@ from aioica_auth import (
 )
 from aioica_auth._models import AccessTokenRequest, IcaTokenBody, converter
 
+from .support import unsigned_jwt as make_jwt
+
 DATA = Path(__file__).parent / "data"
 ANY_URL = re.compile(r".*")
 
@@ -351,15 +353,6 @@ API_KEY = "ak-spec-5566778899SECRET"
 USER = "dave@example.org"
 PASSWORD = "pw-spec-Tr0ub4dor&3"
 PS_TOKEN = "ps-spec-token-SECRET-2718"
-
-
-def make_jwt(claims: dict[str, Any]) -> str:
-    """An unsigned-looking JWT (the client never checks the signature)."""
-
-    def seg(obj: Any) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-
-    return f"{seg({'alg': 'RS256', 'typ': 'JWT'})}.{seg(claims)}.c2lnbmF0dXJl"
 
 
 JWT = make_jwt({"sub": "spec", "exp": 2_000_000_000})

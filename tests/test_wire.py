@@ -30,6 +30,9 @@ from aioica_auth import (
 )
 from aioica_auth._http import MAX_TIMEOUT, check_base_url, normalise_timeout
 
+from .support import find_secret
+from .support import unsigned_jwt as make_jwt
+
 ICA = "https://ica.illumina.com/ica/rest"
 CONSOLE = "https://aps2.platform.illumina.com"
 ANY_URL = re.compile(r".*")
@@ -44,15 +47,6 @@ EXP = 2_000_000_000
 IAT = EXP - 3600
 
 
-def make_jwt(claims: dict[str, Any]) -> str:
-    """An unsigned-looking JWT (the client never checks the signature)."""
-
-    def seg(obj: Any) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-
-    return f"{seg({'alg': 'RS256', 'typ': 'JWT'})}.{seg(claims)}.c2lnbmF0dXJl"
-
-
 JWT_IN = make_jwt({"sub": "wire-in", "exp": EXP, "iat": IAT})
 JWT_OUT = make_jwt({"sub": "wire-out", "exp": EXP + 60, "iat": IAT + 60, "nbf": IAT + 60})
 SECRETS = (API_KEY, PASSWORD, PS_TOKEN, JWT_IN, JWT_OUT)
@@ -63,8 +57,7 @@ BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 def _no_secret_in_logs(caplog: pytest.LogCaptureFixture) -> Any:
     """After each test, the DEBUG log holds none of the secrets used here."""
     yield
-    for secret in (*SECRETS, BASIC.split()[1]):
-        assert secret not in caplog.text
+    assert find_secret(caplog.text, (*SECRETS, BASIC.split()[1])) is None
 
 
 def only_call(wire: Any) -> tuple[str, yarl.URL, dict[str, Any]]:

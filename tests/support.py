@@ -1,0 +1,101 @@
+"""Helpers shared by the test modules: hand-made JWTs, a scan for secrets, a bounded poll,
+and the event-loop switch (`LOOP_ENV`) that `conftest.py` reads.
+
+Fixtures live in `conftest.py`; these are plain functions, imported where they are used
+(``from .support import unsigned_jwt``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+# What a leaked secret of the local server looks like: a JWT, its API keys, its psTokens.
+SECRET_SHAPES = re.compile(
+    r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|test-apikey-[0-9a-f]{8}|ps\.[A-Za-z0-9_-]{20}"
+)
+
+# AIOICA_TEST_LOOP=uvloop runs every async test on uvloop's loop (see conftest.py).
+LOOP_ENV = "AIOICA_TEST_LOOP"
+LOOPS = ("asyncio", "uvloop")
+
+
+def requested_loop() -> str:
+    """The event loop the run asked for in `LOOP_ENV`: "asyncio" (the default) or "uvloop".
+
+    Raises:
+        ValueError: `LOOP_ENV` names another loop (a typo must not run the default silently).
+    """
+    loop = os.environ.get(LOOP_ENV) or "asyncio"
+    if loop not in LOOPS:
+        msg = f"{LOOP_ENV}={loop!r}: expected one of {', '.join(LOOPS)}"
+        raise ValueError(msg)
+    return loop
+
+
+_RS256 = {"alg": "RS256", "typ": "JWT"}
+
+
+def _segment(obj: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+def unsigned_jwt(claims: Any, header: Mapping[str, Any] | None = None) -> str:
+    """A JWT with exactly these claims and a fake signature (the client never checks it).
+
+    Args:
+        claims: The payload, JSON-encoded as given: normally a dict, but any JSON value, so
+            tests can build malformed payloads (a list, a string).
+        header: The JOSE header; ``{"alg": "RS256", "typ": "JWT"}`` when None.
+
+    Returns:
+        ``header.payload.signature``, each part base64url without padding.
+    """
+    head = _RS256 if header is None else dict(header)
+    return f"{_segment(head)}.{_segment(claims)}.c2lnbmF0dXJl"
+
+
+def find_secret(text: str, secrets: Iterable[str] = ()) -> str | None:
+    """The first secret found in `text`, or None when it is clean.
+
+    Looks for each of `secrets` verbatim, then for anything shaped like a secret of the
+    local server (`SECRET_SHAPES`: a JWT, a test API key, a psToken).
+
+    Args:
+        text: A log, repr, message or traceback.
+        secrets: Values that must not appear; an empty one is a test bug (it is in every text).
+
+    Returns:
+        The secret or the secret-shaped substring found, or None.
+
+    Raises:
+        ValueError: One of `secrets` is empty.
+    """
+    for secret in secrets:
+        if not secret:
+            msg = "an empty secret is in every text: the test built its secrets wrongly"
+            raise ValueError(msg)
+        if secret in text:
+            return secret
+    shaped = SECRET_SHAPES.search(text)
+    return None if shaped is None else shaped.group()
+
+
+async def wait_until(predicate: Callable[[], object], limit: float = 10.0) -> None:
+    """Poll a condition (bounded), instead of sleeping a lucky amount.
+
+    Raises:
+        AssertionError: `predicate()` was still false after `limit` seconds.
+    """
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            msg = "condition not reached in time"
+            raise AssertionError(msg)
+        await asyncio.sleep(0.02)
