@@ -5,9 +5,9 @@
     TRANSIENT  no answer (refused, DNS, TLS, timeout, torn connection), 5xx, 408, 429, and the
                soft failures (a renewal that gave no later expiry, a token already expired on
                arrival): back off with jitter, honour `Retry-After`, try again
-    PERMANENT  a refusal (other 4xx), a malformed answer, a credential that cannot work, a
-               closed aiohttp session: fail fast, and remember it for `error_memory` seconds
-               so retry loops cannot hammer
+    PERMANENT  a refusal (any other 4xx; a 1xx or 3xx too), a malformed answer, a credential
+               that cannot work, a closed aiohttp session: fail fast, and remember it for
+               `error_memory` seconds so retry loops cannot hammer
 
 `Backoff` owns the count of failures in a row, the earliest next attempt and the remembered
 permanent failure (`RememberedFailure`). It reads no clock of its own: every method takes
@@ -29,7 +29,6 @@ from ._errors import (
     TransportError,
 )
 from ._policy import Policy
-from ._sources import is_refusal
 
 __all__ = ["Backoff", "RememberedFailure", "Severity", "SoftFailureError", "classify"]
 
@@ -53,8 +52,8 @@ def classify(exc: IcaError) -> Severity:
         return Severity.PERMANENT
     if isinstance(exc, TransportError) and exc.kind == "closed":
         return Severity.PERMANENT
-    if isinstance(exc, ApiError) and is_refusal(exc):
-        return Severity.PERMANENT
+    if isinstance(exc, ApiError) and exc.status < 500 and exc.status not in {408, 429}:
+        return Severity.PERMANENT  # a refusal (4xx), or an answer no token endpoint gives
     return Severity.TRANSIENT
 
 

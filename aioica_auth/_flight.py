@@ -109,6 +109,7 @@ class SingleFlight(Generic[_T]):
         while not task.done():
             waiter = self.park(deadline)
             if waiter is None:
+                await asyncio.sleep(0)  # even a wait already past its deadline yields
                 return Outcome(Landing.TIMED_OUT)
             try:
                 await waiter  # woken when any task lands, or by the deadline timer

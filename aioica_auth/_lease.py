@@ -95,8 +95,8 @@ class Lease:
         headers: The read-only `{"Authorization": "Bearer ..."}` handed to callers.
         authorization: The header value.
         accepted: A resource has answered something other than 401 for it.
-        shortfall_seen: A caller's `min_validity` was found unmet by it (judged once).
-        shortfall_renew: ... and renewing was judged worth it.
+        shortfall_asked: A renewal for a `min_validity` beyond what new tokens give was
+            asked from it, or it is what such a renewal brought (see `judge_shortfall`).
         shortfall_logged: Serving it short of a `min_validity` was logged.
         drift_seen: The suspend drift last logged for it.
     """
@@ -109,8 +109,7 @@ class Lease:
     headers: Mapping[str, str] = attrs.field(init=False)
     authorization: str = attrs.field(init=False)
     accepted: bool = False
-    shortfall_seen: bool = False
-    shortfall_renew: bool = False
+    shortfall_asked: bool = False
     shortfall_logged: bool = False
     drift_seen: float = 0.0
 
@@ -156,25 +155,26 @@ class Lease:
     def judge_shortfall(self, now: float, need: float, ceiling: float | None) -> bool:
         """Whether a caller that needs `need` seconds should wait for a renewal.
 
-        Judged once per lease, so a need no token can meet asks at most once: a renewal is
-        worth it unless `ceiling` (what the last renewal asked for a need gave) shows that
-        new tokens cannot meet `need` either and this one is nearly as good as new.
+        `ceiling` is what new tokens give (the validity of the last token a renewal for a
+        `min_validity` brought, short of it), None while unknown. A need at or below it is
+        worth a renewal: the new token meets it. A need beyond it no token can meet: it is
+        worth one renewal per lease at most, and only when this lease has aged (a new one
+        would be meaningfully fresher); otherwise this lease is the best there is.
         """
-        if self.validity(now) >= need:
+        validity = self.validity(now)
+        if validity >= need:
             return False
-        if not self.shortfall_seen:
-            self.shortfall_seen = True
-            # Hopeless: new tokens cannot meet `need`, and this one is nearly as good as new.
-            hopeless = (
-                ceiling is not None and need > ceiling and self.validity(now) >= 0.9 * ceiling
-            )
-            self.shortfall_renew = not hopeless
-        return self.shortfall_renew
+        if ceiling is None or need <= ceiling:
+            return True
+        if self.shortfall_asked or validity >= 0.9 * ceiling:
+            return False
+        self.shortfall_asked = True
+        return True
 
     def served_short(self) -> None:
-        """Mark a lease that a renewal for a need gave, short of it: never renewed for it."""
-        self.shortfall_seen = True
-        self.shortfall_renew = False
+        """Mark a lease that a renewal for a need brought, short of it: a need beyond what
+        new tokens give is not renewed for again from it."""
+        self.shortfall_asked = True
 
 
 class LeaseSource(Protocol):

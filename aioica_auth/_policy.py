@@ -195,9 +195,16 @@ def plan(
         # `iat` is the server's clock when it issued the token: the best anchor there is.
         server_now = iat
         skew = iat - wall
+    valid_from = anchor
+    if nbf is not None and nbf > server_now:
+        # Each bound errs on its safe side: expiry counts from when the request was sent
+        # (earlier than the server stamped `iat`), validity from when the answer arrived
+        # (later than it).
+        start = reply.received_at if reply is not None else anchor
+        valid_from = start + (nbf - server_now)
     if exp is None:
         inf = math.inf
-        return Timing(anchor, anchor, inf, inf, inf, None, skew)
+        return Timing(anchor, valid_from, inf, inf, inf, None, skew)
     lifetime = exp - (iat if iat is not None else server_now)
     remaining = exp - server_now
     claims = token.claims
@@ -213,11 +220,4 @@ def plan(
     window = min(policy.refresh_margin, scale / 2)
     hard = min(policy.min_validity, scale / 10, window / 2)
     refresh_at = expires - window - (rng or _RANDOM).random() * policy.jitter * window
-    valid_from = anchor
-    if nbf is not None and nbf > server_now:
-        # Each bound errs on its safe side: expiry counts from when the request was sent
-        # (earlier than the server stamped `iat`), validity from when the answer arrived
-        # (later than it).
-        start = reply.received_at if reply is not None else anchor
-        valid_from = start + (nbf - server_now)
     return Timing(anchor, valid_from, refresh_at, expires - hard, expires, lifetime, skew)

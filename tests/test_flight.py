@@ -178,12 +178,6 @@ async def test_a_waiter_that_finds_the_task_done_yields_once() -> None:
     assert other == ["ran"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SingleFlight.wait() returns Outcome(TIMED_OUT) without awaiting anything when the "
-    "task is still running and the deadline is already within _SLACK (the `return` inside its "
-    "`while not task.done()` loop), against its rule that wait() always awaits something",
-)
 async def test_a_wait_past_its_deadline_still_yields() -> None:
     """wait() awaits something on every call: one whose deadline has passed yields too."""
     clock = FlightClock()

@@ -187,12 +187,6 @@ def test_nbf_ahead_makes_a_token_not_yet_valid_until_then() -> None:
     assert lease.state(MONO + 5.5) is TokenState.FRESH
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan() returns before reading nbf when a token has no exp (_policy.py, `if exp is "
-    "None: return Timing(anchor, anchor, ...)`): valid_from is the anchor, so such a token "
-    "is FRESH before its nbf",
-)
 def test_nbf_ahead_is_honoured_for_a_token_without_exp() -> None:
     """A JWT without exp but with nbf 20 s ahead is not yet valid until its nbf."""
     token = Token.from_jwt(make_jwt(issued_at=WALL, not_before=WALL + 20, include_exp=False))
@@ -270,25 +264,26 @@ def shortfall_lease(validity_at_zero: float = 100.0) -> Lease:
 
 
 def test_a_met_need_is_no_shortfall_and_not_judged() -> None:
-    """validity >= need: no wait, and the once-per-lease judgement is not spent on it."""
+    """validity >= need: no wait, and the once-per-lease renewal is not spent on it."""
     lease = shortfall_lease()
-    assert lease.judge_shortfall(0.0, 100.0, None) is False
-    assert lease.shortfall_seen is False
+    assert lease.judge_shortfall(0.0, 100.0, 50.0) is False
+    assert lease.shortfall_asked is False
 
 
 def test_an_unmet_need_is_worth_a_renewal_when_nothing_says_otherwise() -> None:
     """Need 300 s of a token valid 100 s, no ceiling known: renew, and say so again when asked."""
     lease = shortfall_lease()
     assert lease.judge_shortfall(0.0, 300.0, None) is True
-    assert lease.shortfall_seen is True
     assert lease.judge_shortfall(10.0, 300.0, None) is True
 
 
 def test_a_need_no_new_token_can_meet_is_not_renewed_for() -> None:
-    """Ceiling 100 s < need 300 s and this lease nearly as good as new: no renewal, ever."""
+    """Ceiling 100 s < need 300 s: no renewal while the lease is nearly as good as new, one
+    when it has aged, none after that."""
     lease = shortfall_lease()
     assert lease.judge_shortfall(5.0, 300.0, 100.0) is False  # validity 95 >= 0.9 * 100
-    assert lease.judge_shortfall(80.0, 300.0, 100.0) is False  # judged once per lease
+    assert lease.judge_shortfall(80.0, 300.0, 100.0) is True  # aged: the one renewal
+    assert lease.judge_shortfall(85.0, 300.0, 100.0) is False  # once per lease
 
 
 def test_an_aged_lease_is_renewed_for_even_a_hopeless_need() -> None:
@@ -312,12 +307,6 @@ def test_a_lease_served_short_is_not_renewed_again_for_that_need() -> None:
     assert lease.judge_shortfall(60.0, 300.0, 100.0) is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Lease.judge_shortfall (_lease.py) stores one verdict per lease (shortfall_seen / "
-    "shortfall_renew, and served_short() sets it to False) and returns it for every later "
-    "need: a need a new token would meet is then refused a renewal",
-)
 @pytest.mark.parametrize("first", ["hopeless need", "served short"])
 def test_a_need_new_tokens_can_meet_is_renewed_for_after_a_hopeless_one(first: str) -> None:
     """A lease found hopeless for 300 s (new tokens give 100 s) is still renewed for a later
@@ -407,11 +396,6 @@ async def test_a_suspend_of_3_hours_is_noticed_by_the_manager(
     assert all(r.levelno < logging.ERROR for r in caplog.records)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the manager asks Lease.judge_shortfall, whose verdict is per lease, not per need: "
-    "the lease served short of 7200 s is handed out for min_validity=600 with about 270 s left",
-)
 async def test_a_lease_served_short_of_a_long_need_is_renewed_for_a_shorter_one() -> None:
     """A 1 h token served short of min_validity=7200 is not handed out, 55 min later, to a caller
     needing 600 s: a new token meets that, so the caller gets one."""
