@@ -25,12 +25,20 @@ from ._errors import (
     ApiError,
     IcaError,
     InvalidResponseError,
+    RateLimitError,
     TokenUnavailableError,
     TransportError,
 )
 from ._policy import Policy
 
-__all__ = ["Backoff", "RememberedFailure", "Severity", "SoftFailureError", "classify"]
+__all__ = [
+    "Backoff",
+    "RememberedFailure",
+    "Severity",
+    "SoftFailureError",
+    "classify",
+    "unavailable",
+]
 
 
 class SoftFailureError(TokenUnavailableError):
@@ -109,3 +117,28 @@ class Backoff:
         if remembered is not None and now >= remembered.until:
             self.remembered = remembered = None
         return remembered
+
+
+def unavailable(
+    cause: IcaError | None, acquire_timeout: float, *, in_flight: bool = False
+) -> TokenUnavailableError:
+    """The error for a caller left without a valid token, saying why (raise it from `cause`).
+
+    Args:
+        cause: The last failure, if any.
+        acquire_timeout: The caller's bound, for the message.
+        in_flight: The bound passed with a token request still under way.
+    """
+    if in_flight:
+        why = f"the token request was still under way after acquire_timeout={acquire_timeout:g} s"
+        if cause is not None:
+            why += f"; the attempt before it failed: {cause}"
+    elif isinstance(cause, RateLimitError) and cause.retry_after is not None:
+        why = f"rate limited: the server asked to wait {cause.retry_after:g} s ({cause})"
+    elif cause is None:
+        why = f"no attempt could start within acquire_timeout={acquire_timeout:g} s"
+    elif classify(cause) is Severity.PERMANENT:
+        why = str(cause)
+    else:
+        why = f"still failing after acquire_timeout={acquire_timeout:g} s: {cause}"
+    return TokenUnavailableError(f"no valid token: {why}")

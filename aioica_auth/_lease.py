@@ -24,6 +24,7 @@ does not depend on the manager's private members.
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -35,6 +36,8 @@ from ._policy import Policy, Timing
 from ._token import Token
 
 __all__ = ["Clock", "Lease", "LeaseSource", "Provenance", "SystemClock", "TokenState"]
+
+logger = logging.getLogger("aioica_auth")
 
 _JUMP_TOLERANCE = 1.0  # seconds of wall-vs-monotonic drift that are noise, not a suspend
 
@@ -170,6 +173,20 @@ class Lease:
             return False
         self.shortfall_asked = True
         return True
+
+    def note_short(self, now: float, need: float) -> None:
+        """Say, once per lease, that it is served short of a caller's `min_validity`."""
+        if self.shortfall_logged or self.validity(now) >= need:
+            return
+        self.shortfall_logged = True
+        logger.warning(
+            "min_validity=%g s cannot be met: serving token %s, valid for %.0f s "
+            "(this server's tokens last about %.0f s)",
+            need,
+            self.token.fingerprint,
+            self.validity(now),
+            self.initial_validity,
+        )
 
     def served_short(self) -> None:
         """Mark a lease that a renewal for a need brought, short of it: a need beyond what

@@ -9,11 +9,14 @@ The manager is a small state machine over named parts, each owning one concern:
 - `_hot`: the lease's header mapping while it is fresh; the hot path reads this one
   attribute and nothing else. A loop timer clears it at the refresh point; so do
   invalidation, `aclose()`, a detected suspend, and the end of the scheduler task.
-- `_flight` (`_flight.SingleFlight`): the one renewal task and its bounded waiters.
-- `_backoff` (`_backoff.Backoff`): failures in a row, the next attempt, a remembered
-  permanent failure; `_backoff.classify` alone says what is transient.
-- `_scheduler`: sleeps until the refresh point or the next keep-alive, in chunks of at most
-  `_CLOCK_CHECK` seconds so that a suspend of the machine is noticed within seconds.
+- `_renewal` (`_renewal.Renewal`): the token source, the `SingleFlight` of renewal attempts
+  (one task, bounded waiters) and the `Backoff` (failures in a row, the next attempt, a
+  remembered permanent failure; `_backoff.classify` alone says what is transient).
+- `_scheduler`: runs `Renewal.run`, which sleeps until the refresh point or the next
+  keep-alive in chunks of at most 2 s, so that a suspend of the machine is noticed within
+  seconds (`_rejudge`).
+- The `LeaseSource` methods (`lease`, `current`, `prior`, `is_ours`, `invalidate`) are all
+  the middleware sees of it.
 
 Every caller's wait is bounded by `acquire_timeout` and awaits something on every pass.
 """
@@ -33,10 +36,10 @@ import aiohttp
 import attrs
 import yarl
 
-from ._backoff import Backoff, Severity, classify
+from ._backoff import Backoff, Severity, classify, unavailable
 from ._console import CONSOLE_BASE_URL, MintOptions
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
-from ._errors import IcaError, RateLimitError, TokenUnavailableError
+from ._errors import IcaError
 from ._http import check_base_url, check_session
 from ._ica import ICA_BASE_URL
 from ._lease import Clock, Lease, Provenance, SystemClock, TokenState
@@ -49,8 +52,6 @@ from ._token import Token
 __all__ = ["Lifecycle", "ManagerStats", "TokenManager"]
 
 logger = logging.getLogger("aioica_auth")
-
-_CLOCK_CHECK = 2.0  # seconds: the longest the scheduler sleeps without re-judging the clocks
 
 
 class Lifecycle(enum.Enum):
@@ -427,8 +428,8 @@ class TokenManager:
                 lease.judge_shortfall(now, need, self._ceiling)
                 and self._wants_shortfall_renewal(renewal)
             )
-            if usable and lease.validity(now) < need:
-                self._say_short(lease, need)
+            if usable:
+                lease.note_short(now, need)
         if not usable:
             return None
         if state is not TokenState.FRESH:
@@ -454,7 +455,7 @@ class TokenManager:
                 if min_validity is not None and lease.validity(now) < min_validity:
                     lease.served_short()
                     self._ceiling = lease.initial_validity
-                    self._say_short(lease, min_validity)
+                    lease.note_short(now, min_validity)
                 return lease
             if self._lifecycle is Lifecycle.CLOSED:
                 msg = "this TokenManager was closed while waiting for a token"
@@ -478,35 +479,7 @@ class TokenManager:
         """After failures: the current lease while it is valid, else the error, naming why."""
         if lease is not None and self._live(lease):
             return lease
-        budget = self._policy.acquire_timeout
-        if in_flight:
-            why = f"the token request was still under way after acquire_timeout={budget:g} s"
-            if cause is not None:
-                why += f"; the attempt before it failed: {cause}"
-        elif isinstance(cause, RateLimitError) and cause.retry_after is not None:
-            why = f"rate limited: the server asked to wait {cause.retry_after:g} s ({cause})"
-        elif cause is None:
-            why = f"no attempt could start within acquire_timeout={budget:g} s"
-        elif classify(cause) is Severity.PERMANENT:
-            why = str(cause)
-        else:
-            why = f"still failing after acquire_timeout={budget:g} s: {cause}"
-        raise TokenUnavailableError(f"no valid token: {why}") from cause
-
-    def _say_short(self, lease: Lease, need: float) -> None:
-        """Say once per lease that it is served short of a caller's min_validity."""
-        now = lease.now(self._clock)
-        if lease.shortfall_logged or lease.validity(now) >= need:
-            return
-        lease.shortfall_logged = True
-        logger.warning(
-            "min_validity=%g s cannot be met: serving token %s, valid for %.0f s "
-            "(this server's tokens last about %.0f s)",
-            need,
-            lease.token.fingerprint,
-            lease.validity(now),
-            lease.initial_validity,
-        )
+        raise unavailable(cause, self._policy.acquire_timeout, in_flight=in_flight) from cause
 
     # -- internals: adopting and serving ----------------------------------------------------
 
@@ -567,18 +540,9 @@ class TokenManager:
 
     async def _schedule(self) -> None:
         """Sleep until the next refresh point or keep-alive, then do it; until closed."""
+        assert self._renewal is not None
         try:
-            renewal = self._renewal
-            assert renewal is not None
-            while self._lifecycle is Lifecycle.OPEN:
-                lease = self._lease
-                wake = renewal.next_wake(lease)
-                if math.isinf(wake):
-                    return  # nothing to do until a lease is adopted again
-                now = self._clock.monotonic()
-                await asyncio.sleep(min(max(0.0, wake - now), _CLOCK_CHECK))
-                self._rejudge()
-                await renewal.tick(self._lease)
+            await self._renewal.run(lambda: self._lease, self._rejudge)
         except asyncio.CancelledError:
             # Cancelled by aclose(), or by asyncio.run ending the loop: a timer of a dead loop
             # must not leave the hot path serving a token nobody will retire, and a session

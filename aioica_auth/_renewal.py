@@ -30,6 +30,8 @@ __all__ = ["Renewal"]
 
 logger = logging.getLogger("aioica_auth")
 
+_CLOCK_CHECK = 2.0  # seconds: the longest the scheduler sleeps without re-judging the clocks
+
 
 class Renewal:
     """One renewal in flight at a time, for one manager."""
@@ -118,6 +120,19 @@ class Renewal:
             drift = lease.now(self._clock) - self._clock.monotonic()
             wake = max(lease.timing.refresh_at - drift, self.backoff.next_attempt)
         return min(wake, self.next_keepalive)
+
+    async def run(self, current: Callable[[], Lease | None], rejudge: Callable[[], None]) -> None:
+        """The scheduler: sleep until the next thing to do, in chunks of at most
+        `_CLOCK_CHECK` seconds (calling `rejudge` after each, for a suspend), then do it;
+        returns when there is nothing left to do (no lease, or one without `exp`)."""
+        clock = self._clock
+        while True:
+            wake = self.next_wake(current())
+            if math.isinf(wake):
+                return
+            await asyncio.sleep(min(max(0.0, wake - clock.monotonic()), _CLOCK_CHECK))
+            rejudge()
+            await self.tick(current())
 
     async def tick(self, lease: Lease | None) -> None:
         """What the scheduler does when it wakes: renew if due, else keep the session alive."""

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from aioica_auth import Policy, Token, TokenUnavailableError
-from aioica_auth import _manager as manager_module
+from aioica_auth import _renewal as renewal_module
 from aioica_auth._backoff import Severity, SoftFailureError, classify
 from aioica_auth._http import Reply
 from aioica_auth._lease import Lease, Provenance, TokenState
@@ -380,7 +380,7 @@ async def test_a_suspend_of_3_hours_is_noticed_by_the_manager(
 ) -> None:
     """After a 3 h suspend the scheduler's next clock check drops the expired 1 h token from the
     hot path and mints anew without offering the dead token for refresh."""
-    monkeypatch.setattr(manager_module, "_CLOCK_CHECK", 0.01)
+    monkeypatch.setattr(renewal_module, "_CLOCK_CHECK", 0.01)
     clock = RunningClock()
     given = make_jwt(issued_at=clock.time(), lifetime=3600)
     source = ScriptedSource(
