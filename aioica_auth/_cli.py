@@ -290,18 +290,86 @@ def _add_endpoint_options(p: argparse.ArgumentParser, *, console_flag: bool) -> 
 # -- refusing secrets on the command line ----------------------------------------------------
 
 
+# Words in an option's name that make it a secret, and the variable to set instead; the first
+# row that matches wins.
+_SECRET_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ICA_API_KEY", ("key",)),
+    ("ICA_PASSWORD", ("pass", "pwd")),
+    ("ICA_USERNAME", ("user", "login", "email")),
+    ("ICA_PS_TOKEN", ("token", "jwt", "secret", "bearer", "cred", "auth", "session")),
+)
+_SECRET_HINTS = {"ICA_PS_TOKEN": f" (to decode a JWT, pipe it: ... | {PROG} decode -)"}
+
+# Positional arguments a command takes, and what to say about one too many ({command} is the
+# command); a command missing here takes none.
+_POSITIONALS: dict[str, tuple[int, str]] = {
+    "decode": (1, "decode takes one JWT (or -); an extra argument was given (not shown)"),
+}
+_NO_POSITIONALS = (
+    "{command} takes no positional arguments (the one given is not shown); "
+    "credentials come from the environment only: " + _ENV_HELP
+)
+
+
 def _secret_env(option: str) -> str | None:
     """The environment variable to use instead of a secret-looking option, if it is one."""
     name = option.lstrip("-").split("=", 1)[0].lower().replace("-", "").replace("_", "")
-    if "key" in name:
-        return "ICA_API_KEY"
-    if "pass" in name or "pwd" in name:
-        return "ICA_PASSWORD"
-    if "user" in name or "login" in name or "email" in name:
-        return "ICA_USERNAME"
-    if any(w in name for w in ("token", "jwt", "secret", "bearer", "cred", "auth", "session")):
-        return "ICA_PS_TOKEN"
+    for env, words in _SECRET_WORDS:
+        if any(w in name for w in words):
+            return env
     return None
+
+
+def _takes_value(parser: argparse.ArgumentParser) -> dict[str, bool]:
+    """Each option string of `parser`: whether it takes a value."""
+    return {opt: a.nargs != 0 for a in parser._actions for opt in a.option_strings}
+
+
+def _command_options(parser: argparse.ArgumentParser) -> dict[str, dict[str, bool]]:
+    """Each command of `parser`, in order: its options, as `_takes_value` gives them."""
+    commands: dict[str, dict[str, bool]] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, subparser in action.choices.items():
+                commands[name] = _takes_value(subparser)
+    return commands
+
+
+def _check_option(arg: str, known: Mapping[str, bool], command: str | None) -> bool:
+    """Refuse a secret-looking or unknown option; return whether its value is the next arg."""
+    name, eq, _ = arg.partition("=")
+    env = _secret_env(name)
+    if env is not None:
+        msg = (
+            f"{name} is refused: secrets on the command line end up in shell history "
+            f"and ps; set {env} in the environment instead{_SECRET_HINTS.get(env, '')}"
+        )
+        raise UsageError(msg)
+    if name not in known:
+        where = PROG if command is None else f"{PROG} {command}"
+        msg = f"unknown option {_shown(name)!r} for {where}; see {where} --help"
+        raise UsageError(msg)
+    return command is not None and known[name] and not eq
+
+
+def _check_command(arg: str, commands: Mapping[str, object]) -> str:
+    """`arg` when it names a command; else refuse it, with a hint when it looks like a secret."""
+    if arg in commands:
+        return arg
+    hint = ""
+    if _JWT_SHAPE.fullmatch(arg):
+        hint = f"; to decode a JWT, pipe it: ... | {PROG} decode -"
+    elif not _WORD.fullmatch(arg):
+        hint = f"; credentials come from the environment: {_ENV_HELP}"
+    msg = f"unknown command {_shown(arg)!r}; choose from {', '.join(commands)}{hint}"
+    raise UsageError(msg)
+
+
+def _check_positional(command: str, count: int) -> None:
+    """Refuse the `count`th positional argument of `command` when it takes fewer."""
+    most, message = _POSITIONALS.get(command, (0, _NO_POSITIONALS))
+    if count > most:
+        raise UsageError(message.format(command=command))
 
 
 def check_argv(argv: Sequence[str], parser: argparse.ArgumentParser) -> None:
@@ -310,66 +378,24 @@ def check_argv(argv: Sequence[str], parser: argparse.ArgumentParser) -> None:
     Raises:
         UsageError: a secret-looking option or argument, an unknown option or command.
     """
-    commands: dict[str, dict[str, bool]] = {}
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, subparser in action.choices.items():
-                commands[name] = {
-                    opt: a.nargs != 0 for a in subparser._actions for opt in a.option_strings
-                }
-    top = {opt: a.nargs != 0 for a in parser._actions for opt in a.option_strings}
+    commands = _command_options(parser)
+    top = _takes_value(parser)
     command: str | None = None
-    positional_seen = False
+    positionals = 0
     only_positional = False
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        i += 1
-        is_option = not only_positional and arg.startswith("-") and arg != "-"
+    args = iter(argv)
+    for arg in args:
         if arg == "--" and not only_positional:
             only_positional = True
-            continue
-        if is_option:
-            name, eq, _ = arg.partition("=")
-            env = _secret_env(name)
-            if env is not None:
-                msg = (
-                    f"{name} is refused: secrets on the command line end up in shell history "
-                    f"and ps; set {env} in the environment instead"
-                )
-                if env == "ICA_PS_TOKEN":
-                    msg += f" (to decode a JWT, pipe it: ... | {PROG} decode -)"
-                raise UsageError(msg)
+        elif not only_positional and arg.startswith("-") and arg != "-":
             known = top if command is None else commands[command]
-            if name not in known:
-                where = PROG if command is None else f"{PROG} {command}"
-                msg = f"unknown option {_shown(name)!r} for {where}; see {where} --help"
-                raise UsageError(msg)
-            if command is not None and known[name] and not eq:
-                i += 1  # its value
-            continue
-        if command is None:
-            if arg not in commands:
-                hint = ""
-                if _JWT_SHAPE.fullmatch(arg):
-                    hint = f"; to decode a JWT, pipe it: ... | {PROG} decode -"
-                elif not _WORD.fullmatch(arg):
-                    hint = f"; credentials come from the environment: {_ENV_HELP}"
-                msg = f"unknown command {_shown(arg)!r}; choose from {', '.join(commands)}{hint}"
-                raise UsageError(msg)
-            command = arg
-            continue
-        if command == "decode" and not positional_seen:
-            positional_seen = True
-            continue
-        if command == "decode":
-            msg = "decode takes one JWT (or -); an extra argument was given (not shown)"
+            if _check_option(arg, known, command):
+                next(args, None)  # its value
+        elif command is None:
+            command = _check_command(arg, commands)
         else:
-            msg = (
-                f"{command} takes no positional arguments (the one given is not shown); "
-                f"credentials come from the environment only: {_ENV_HELP}"
-            )
-        raise UsageError(msg)
+            positionals += 1
+            _check_positional(command, positionals)
 
 
 # -- credentials -----------------------------------------------------------------------------
@@ -631,10 +657,8 @@ def _logging(debug: bool) -> Iterator[None]:
         logger.setLevel(old_level)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run `aioica-auth` with `argv` (default `sys.argv[1:]`); return the exit code."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+def _parse(args_list: list[str], parser: argparse.ArgumentParser) -> argparse.Namespace | int:
+    """The parsed command line, or the exit code when there is no command to run."""
     try:
         check_argv(args_list, parser)
         args = parser.parse_args(args_list)
@@ -645,17 +669,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    debug = bool(args.debug)
+    return args
+
+
+def _run(args: argparse.Namespace, *, debug: bool) -> int:
+    """Run the command of `args`; return its exit code, reporting a failure in one line."""
+    try:
+        return _COMMANDS[args.command](args, os.environ)
+    except UsageError as exc:
+        return _fail(str(exc), 2, debug=debug)
+    except (_Failure, ServeError, IcaError) as exc:
+        return _fail(str(exc), 1, debug=debug)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback, unless --debug
+        hint = "" if debug else " (run with --debug for a traceback)"
+        return _fail(f"unexpected {type(exc).__name__}: {exc}{hint}", 1, debug=debug)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `aioica-auth` with `argv` (default `sys.argv[1:]`); return the exit code."""
+    parsed = _parse(list(sys.argv[1:] if argv is None else argv), build_parser())
+    if isinstance(parsed, int):
+        return parsed
+    debug = bool(parsed.debug)
     with _logging(debug):
-        try:
-            return _COMMANDS[args.command](args, os.environ)
-        except UsageError as exc:
-            return _fail(str(exc), 2, debug=debug)
-        except (_Failure, ServeError, IcaError) as exc:
-            return _fail(str(exc), 1, debug=debug)
-        except KeyboardInterrupt:
-            print(f"{PROG}: interrupted", file=sys.stderr)
-            return 130
-        except Exception as exc:  # noqa: BLE001 - one line, not a traceback, unless --debug
-            hint = "" if debug else " (run with --debug for a traceback)"
-            return _fail(f"unexpected {type(exc).__name__}: {exc}{hint}", 1, debug=debug)
+        return _run(parsed, debug=debug)

@@ -16,7 +16,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import aiohttp
 import attrs
@@ -27,6 +27,9 @@ from ._errors import IcaError
 from ._manager import TokenManager
 from ._token import Token
 from .testing._faults import TOKEN_ENDPOINTS
+
+if TYPE_CHECKING:
+    from .testing import LocalIcaServer
 
 __all__ = [
     "DemoProgress",
@@ -291,6 +294,39 @@ class _Run:
     events: list[tuple[float, str, str, float | None, str]] = attrs.Factory(list)
     seen_mints: int = 0
 
+    def since_start(self) -> float:
+        """Seconds since the run started."""
+        return time.perf_counter() - self.start
+
+    def note_token(self, token: Token, mints: int) -> None:
+        """`on_token`: the manager got `token`, having minted `mints` tokens so far."""
+        how = "minted" if mints > self.seen_mints else "refreshed"
+        self.seen_mints = mints
+        self.events.append(
+            (self.since_start(), token.authorization, token.fingerprint, token.lifetime, how)
+        )
+
+    def note_answer(self, status: int, auth: str) -> None:
+        """The resource answered `status` to a request sent with the `auth` header."""
+        now = self.since_start()
+        use = self.uses.get(auth)
+        if use is None:
+            self.uses[auth] = [1, now, now]
+        else:
+            use[0] += 1
+            use[2] = now
+        self.requests += 1
+        self.statuses[status] += 1
+        if status == 401:
+            self.auth_failures += 1
+        elif status != 200:
+            self.errors[f"HTTP {status}"] += 1
+
+    def finish(self) -> float:
+        """Tell the tasks to stop; return the seconds they ran."""
+        self.stopping = True
+        return self.since_start()
+
 
 def _check(name: str, value: float, *, minimum: float, strict: bool) -> None:
     if (
@@ -301,6 +337,155 @@ def _check(name: str, value: float, *, minimum: float, strict: bool) -> None:
         relation = "greater than" if strict else "at least"
         msg = f"{name} must be a number {relation} {minimum:g}"
         raise ValueError(msg)
+
+
+def _check_settings(
+    *, tasks: int, connections: int, duration: float, lifetime: float, latency: float
+) -> None:
+    """Refuse a setting of `run_demo` out of range (ValueError)."""
+    for name, count in (("tasks", tasks), ("connections", connections)):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            msg = f"{name} must be a positive integer"
+            raise ValueError(msg)
+    _check("duration", duration, minimum=0, strict=True)
+    _check("lifetime", lifetime, minimum=0, strict=True)
+    _check("latency", latency, minimum=0, strict=False)
+
+
+def _demo_manager(srv: LocalIcaServer, run: _Run) -> TokenManager:
+    """A manager for the API key of `srv` that reports each token it gets to `run`."""
+    manager: TokenManager
+
+    def on_token(token: Token) -> None:
+        run.note_token(token, manager.stats.mints)
+
+    manager = TokenManager.for_ica(
+        ApiKey(srv.api_key), base_url=srv.ica_base_url, on_token=on_token
+    )
+    return manager
+
+
+def _demo_session(manager: TokenManager, connections: int) -> aiohttp.ClientSession:
+    """A session through `manager`'s middleware, with up to `connections` connections."""
+    return aiohttp.ClientSession(
+        middlewares=(manager.middleware,),
+        timeout=aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT),
+        connector=aiohttp.TCPConnector(limit=connections),
+    )
+
+
+async def _timed_headers(run: _Run, manager: TokenManager) -> bool:
+    """Time one `manager.headers()`; on an error, count it, pause briefly, return False."""
+    t0 = time.perf_counter()
+    try:
+        await manager.headers()
+    except IcaError as exc:
+        run.errors[type(exc).__name__] += 1
+        await asyncio.sleep(0.05)
+        return False
+    run.latencies.append(time.perf_counter() - t0)
+    return True
+
+
+async def _get_resource(
+    run: _Run, session: aiohttp.ClientSession, url: str, turns: asyncio.Semaphore
+) -> tuple[int, str] | None:
+    """GET `url` in turn: its status and the Authorization sent; None (counted) on an error."""
+    try:
+        async with turns, session.get(url) as resp:
+            await resp.read()
+            # What the middleware sent last (the live headers of the request).
+            return resp.status, resp.request_info.headers.get("Authorization", "")
+    except (aiohttp.ClientError, TimeoutError, IcaError) as exc:
+        run.errors[type(exc).__name__] += 1
+        return None
+
+
+async def _worker(
+    run: _Run,
+    manager: TokenManager,
+    session: aiohttp.ClientSession,
+    url: str,
+    turns: asyncio.Semaphore,
+) -> None:
+    """One task of the demo: time `headers()`, then GET the resource, until the run stops."""
+    while not run.stopping:
+        if not await _timed_headers(run, manager):
+            continue
+        answer = await _get_resource(run, session, url, turns)
+        if answer is not None:
+            run.note_answer(*answer)
+
+
+async def _report(
+    run: _Run,
+    manager: TokenManager,
+    progress: Callable[[DemoProgress], object],
+    interval: float,
+    duration: float,
+) -> None:
+    """Call `progress` with a snapshot every `interval` seconds until the run stops."""
+    while not run.stopping:
+        await asyncio.sleep(interval)
+        stats = manager.stats
+        progress(
+            DemoProgress(
+                elapsed=run.since_start(),
+                duration=duration,
+                requests=run.requests,
+                mints=stats.mints,
+                refreshes=stats.refreshes,
+                auth_failures=run.auth_failures,
+                waits=stats.waits,
+            )
+        )
+
+
+async def _stopped_early(stop: asyncio.Event, duration: float) -> bool:
+    """Wait until `stop` is set (True) or `duration` seconds have passed (False)."""
+    try:
+        async with asyncio.timeout(duration):
+            await stop.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _wind_down(
+    workers: list[asyncio.Task[None]], reporter: asyncio.Task[None] | None, grace: float
+) -> set[asyncio.Task[None]]:
+    """Give `workers` `grace` seconds to finish, then cancel the rest and the reporter.
+
+    Returns:
+        The workers that finished by themselves.
+    """
+    done, pending = await asyncio.wait(workers, timeout=grace)
+    for task in pending:
+        task.cancel()
+    if reporter is not None:
+        reporter.cancel()
+        pending.add(reporter)
+    await asyncio.gather(*pending, return_exceptions=True)
+    return done
+
+
+def _crashed(done: set[asyncio.Task[None]]) -> int:
+    """How many of the finished tasks died of an exception."""
+    return sum(1 for t in done if not t.cancelled() and t.exception() is not None)
+
+
+def _token_calls(srv: LocalIcaServer) -> dict[str, int]:
+    """Requests per token endpoint (the ones that had any), as the server counted them."""
+    return {e: srv.counts[e] for e in TOKEN_ENDPOINTS if srv.counts[e]}
+
+
+def _token_answers(srv: LocalIcaServer) -> dict[int, int]:
+    """Statuses the token endpoints answered, as the server counted them."""
+    answers: Counter[int] = Counter()
+    for (endpoint, status), n in srv.statuses.items():
+        if endpoint in TOKEN_ENDPOINTS:
+            answers[status] += n
+    return dict(answers)
 
 
 async def run_demo(
@@ -346,19 +531,14 @@ async def run_demo(
     Raises:
         ValueError: a setting out of range.
     """
-    for name, count in (("tasks", tasks), ("connections", connections)):
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            msg = f"{name} must be a positive integer"
-            raise ValueError(msg)
-    _check("duration", duration, minimum=0, strict=True)
-    _check("lifetime", lifetime, minimum=0, strict=True)
-    _check("latency", latency, minimum=0, strict=False)
+    _check_settings(
+        tasks=tasks, connections=connections, duration=duration, lifetime=lifetime, latency=latency
+    )
     from .testing import LocalIcaServer  # the CLI's other commands don't need it
 
     stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
-    perf = time.perf_counter
-    run = _Run(start=perf())
+    run = _Run(start=time.perf_counter())
 
     async with LocalIcaServer(lifetime=lifetime, latency=latency) as srv:
         if faults:
@@ -369,109 +549,29 @@ async def run_demo(
                 retry_after="1",
                 seed=seed,
             )
-        manager: TokenManager
-
-        def on_token(token: Token) -> None:
-            mints = manager.stats.mints
-            how = "minted" if mints > run.seen_mints else "refreshed"
-            run.seen_mints = mints
-            run.events.append(
-                (perf() - run.start, token.authorization, token.fingerprint, token.lifetime, how)
-            )
-
-        manager = TokenManager.for_ica(
-            ApiKey(srv.api_key), base_url=srv.ica_base_url, on_token=on_token
-        )
+        manager = _demo_manager(srv, run)
         url = srv.resource_url
-        timeout = aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT)
         turns = asyncio.Semaphore(connections)
-
-        async with (
-            manager,
-            aiohttp.ClientSession(
-                middlewares=(manager.middleware,),
-                timeout=timeout,
-                connector=aiohttp.TCPConnector(limit=connections),
-            ) as session,
-        ):
-
-            async def worker() -> None:
-                while not run.stopping:
-                    t0 = perf()
-                    try:
-                        await manager.headers()
-                    except IcaError as exc:
-                        run.errors[type(exc).__name__] += 1
-                        await asyncio.sleep(0.05)
-                        continue
-                    run.latencies.append(perf() - t0)
-                    try:
-                        async with turns, session.get(url) as resp:
-                            await resp.read()
-                            status = resp.status
-                            # What the middleware sent last (the live headers of the request).
-                            auth = resp.request_info.headers.get("Authorization", "")
-                    except (aiohttp.ClientError, TimeoutError, IcaError) as exc:
-                        run.errors[type(exc).__name__] += 1
-                        continue
-                    now = perf() - run.start
-                    use = run.uses.get(auth)
-                    if use is None:
-                        run.uses[auth] = [1, now, now]
-                    else:
-                        use[0] += 1
-                        use[2] = now
-                    run.requests += 1
-                    run.statuses[status] += 1
-                    if status == 401:
-                        run.auth_failures += 1
-                    elif status != 200:
-                        run.errors[f"HTTP {status}"] += 1
-
-            async def report() -> None:
-                assert progress is not None
-                while not run.stopping:
-                    await asyncio.sleep(progress_interval)
-                    stats = manager.stats
-                    progress(
-                        DemoProgress(
-                            elapsed=perf() - run.start,
-                            duration=duration,
-                            requests=run.requests,
-                            mints=stats.mints,
-                            refreshes=stats.refreshes,
-                            auth_failures=run.auth_failures,
-                            waits=stats.waits,
-                        )
-                    )
-
-            workers = [loop.create_task(worker(), name=f"demo-task-{i}") for i in range(tasks)]
-            reporter = loop.create_task(report()) if progress is not None else None
-            interrupted = False
+        async with manager, _demo_session(manager, connections) as session:
+            workers = [
+                loop.create_task(_worker(run, manager, session, url, turns), name=f"demo-task-{i}")
+                for i in range(tasks)
+            ]
+            reporter = (
+                loop.create_task(_report(run, manager, progress, progress_interval, duration))
+                if progress is not None
+                else None
+            )
             try:
-                async with asyncio.timeout(duration):
-                    await stop.wait()
-                interrupted = True
-            except TimeoutError:
-                pass
+                interrupted = await _stopped_early(stop, duration)
             finally:
-                run.stopping = True
-                elapsed = perf() - run.start
-                done, pending = await asyncio.wait(workers, timeout=grace)
-                for task in pending:
-                    task.cancel()
-                if reporter is not None:
-                    reporter.cancel()
-                    pending.add(reporter)
-                await asyncio.gather(*pending, return_exceptions=True)
-            crashed = sum(1 for t in done if not t.cancelled() and t.exception() is not None)
+                elapsed = run.finish()
+                done = await _wind_down(workers, reporter, grace)
+            crashed = _crashed(done)
             stats = manager.stats
         srv.clear_faults()
-        token_calls = {e: srv.counts[e] for e in TOKEN_ENDPOINTS if srv.counts[e]}
-        token_answers: Counter[int] = Counter()
-        for (endpoint, status), n in srv.statuses.items():
-            if endpoint in TOKEN_ENDPOINTS:
-                token_answers[status] += n
+        token_calls = _token_calls(srv)
+        token_answers = _token_answers(srv)
         server_401s = srv.statuses["resource", 401]
 
     return DemoResult(
@@ -489,7 +589,7 @@ async def run_demo(
         other_errors=dict(run.errors),
         crashed=crashed,
         token_calls=token_calls,
-        token_answers=dict(token_answers),
+        token_answers=token_answers,
         server_401s=server_401s,
         mints=stats.mints,
         refreshes=stats.refreshes,

@@ -45,42 +45,48 @@ def parse_faults(text: str) -> list[FaultSpec]:
     Raises:
         ValueError: a malformed item.
     """
-    specs = []
-    for raw in text.split(","):
-        item = raw.strip()
-        if not item:
-            continue
-        parts = item.split(":")
-        if len(parts) not in (2, 3):
-            msg = f"bad fault {item!r}: expected ENDPOINT:STATUS|KIND[:TIMES]"
-            raise ValueError(msg)
-        endpoint, what = parts[0], parts[1].lower()
-        if endpoint not in _FAULT_ENDPOINTS:
-            names = ", ".join(sorted(_FAULT_ENDPOINTS))
-            msg = f"unknown endpoint {endpoint!r} in --faults; one of {names}"
-            raise ValueError(msg)
-        times: int | None = 1
-        if len(parts) == 3:
-            if parts[2] == "*":
-                times = None
-            elif parts[2].isdigit() and int(parts[2]) > 0:
-                times = int(parts[2])
-            else:
-                msg = f"bad count {parts[2]!r} in --faults: a positive number or *"
-                raise ValueError(msg)
-        if what.isdigit() and 400 <= int(what) <= 599:
-            status = int(what)
-            retry_after = "1" if status == 429 else None
-            specs.append(FaultSpec(endpoint, "status", status, times, retry_after))
-        elif what in _FAULT_KINDS:
-            specs.append(FaultSpec(endpoint, what, 503, times, None))
-        else:
-            msg = f"bad fault {what!r}: an HTTP status 400-599 or one of {sorted(_FAULT_KINDS)}"
-            raise ValueError(msg)
+    specs = [_parse_fault(item) for item in (raw.strip() for raw in text.split(",")) if item]
     if not specs:
         msg = "--faults is empty"
         raise ValueError(msg)
     return specs
+
+
+def _parse_fault(item: str) -> FaultSpec:
+    """One `ENDPOINT:STATUS|KIND[:TIMES]` item, checked in the order: endpoint, count, fault."""
+    parts = item.split(":")
+    if len(parts) not in (2, 3):
+        msg = f"bad fault {item!r}: expected ENDPOINT:STATUS|KIND[:TIMES]"
+        raise ValueError(msg)
+    endpoint, what = parts[0], parts[1].lower()
+    if endpoint not in _FAULT_ENDPOINTS:
+        names = ", ".join(sorted(_FAULT_ENDPOINTS))
+        msg = f"unknown endpoint {endpoint!r} in --faults; one of {names}"
+        raise ValueError(msg)
+    times = _fault_times(parts[2]) if len(parts) == 3 else 1
+    return _fault_spec(endpoint, what, times)
+
+
+def _fault_times(text: str) -> int | None:
+    """The TIMES of a fault: a positive count, or None (`*`) for every request."""
+    if text == "*":
+        return None
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    msg = f"bad count {text!r} in --faults: a positive number or *"
+    raise ValueError(msg)
+
+
+def _fault_spec(endpoint: str, what: str, times: int | None) -> FaultSpec:
+    """The fault `what` (an HTTP status or a kind, lower case) on `endpoint`."""
+    if what.isdigit() and 400 <= int(what) <= 599:
+        status = int(what)
+        retry_after = "1" if status == 429 else None
+        return FaultSpec(endpoint, "status", status, times, retry_after)
+    if what in _FAULT_KINDS:
+        return FaultSpec(endpoint, what, 503, times, None)
+    msg = f"bad fault {what!r}: an HTTP status 400-599 or one of {sorted(_FAULT_KINDS)}"
+    raise ValueError(msg)
 
 
 @contextlib.contextmanager
