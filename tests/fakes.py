@@ -120,11 +120,3 @@ def must_wait_token(clock: ManualClock) -> str:
     """A 1 h JWT with 45 s left: 15 s after the 30 s leeway, inside the 30 s hard window, so a
     caller waits for the renewal instead of getting it from the hot path."""
     return make_jwt(issued_at=clock.wall - 3555, lifetime=3600)
-
-
-async def wait_until(predicate: Callable[[], bool], limit: float = 10.0) -> None:
-    """Poll a condition, bounded, instead of sleeping a lucky amount."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)

@@ -39,8 +39,8 @@ from .fakes import (
     Step,
     manager,
     must_wait_token,
-    wait_until,
 )
+from .support import wait_until
 
 T, P = Severity.TRANSIENT, Severity.PERMANENT
 # random.Random(42).random(), the first nine draws: the jitter of the seeded backoffs below.

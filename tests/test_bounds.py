@@ -18,16 +18,17 @@ import pytest
 
 from aioica_auth import (
     ApiKey,
-    Policy,
     RateLimitError,
-    Token,
     TokenManager,
     TokenUnavailableError,
     UnauthorizedError,
 )
 from aioica_auth.testing import LocalIcaServer
 
-from .test_manager import ica, wait_until
+from .fakes import RunningClock, ScriptedSource
+from .fakes import manager as fake_manager
+from .support import wait_until
+from .test_manager import ica
 
 
 class Heartbeat:
@@ -226,44 +227,26 @@ def _everything_in(exc: BaseException, seen: set[int] | None = None) -> str:
 async def test_token_expired_on_arrival_is_backed_off_not_looped(shape: str) -> None:
     """A token endpoint that answers with an already expired token: a soft failure with
     backoff (a handful of requests in a second), never a busy loop."""
-    import yarl
-
-    from aioica_auth._http import Reply
-    from aioica_auth._sources import Issued
     from aioica_auth.testing import make_jwt
 
-    calls = 0
+    clock = RunningClock()
 
-    class Expired:
-        keeps_session = False
+    def expired() -> str:
+        now = clock.time()
+        if shape == "exp<=iat":
+            return make_jwt(issued_at=now, expires_at=now - 1)
+        return make_jwt(issued_at=now - 100, expires_at=now - 50, claims={"iat": None})
 
-        def initial(self) -> Token | None:
-            return None
-
-        async def renew(self, current: Token | None) -> Issued:
-            nonlocal calls
-            calls += 1
-            now = time.time()
-            if shape == "exp<=iat":
-                value = make_jwt(issued_at=now, expires_at=now - 1)
-            else:
-                value = make_jwt(issued_at=now - 100, expires_at=now - 50, claims={"iat": None})
-            reply = Reply(200, None, time.monotonic(), time.time(), time.monotonic(), None)
-            return Issued(Token.from_jwt(value), reply, minted=True)
-
-        async def keep_alive(self) -> None: ...
-
-        async def revoke(self, token: Token) -> None: ...
-
-    url = yarl.URL("https://example.org")
-    m = TokenManager(lambda s, p: Expired(), base_url=url, policy=Policy(acquire_timeout=2))
+    source = ScriptedSource(clock, [expired])
+    m = fake_manager(source, clock, acquire_timeout=2)
     async with m:
         started = time.monotonic()
         with pytest.raises(TokenUnavailableError, match="already expired"):
             await m.headers()
         assert time.monotonic() - started < 2.75
-        before = calls
+        before = len(source.calls)
         await asyncio.sleep(1.0)
+    calls = len(source.calls)
     assert calls <= 6  # backoff from 0.5 s over ~3 s, not ~26 a second
     assert calls - before <= 2
     assert m.stats.failures == calls

@@ -25,6 +25,10 @@ from aioica_auth import (
 )
 from aioica_auth.testing import LocalIcaServer
 
+from .fakes import RunningClock, ScriptedSource
+from .fakes import manager as fake_manager
+from .support import wait_until
+
 
 def ica(server: LocalIcaServer, credential: Any = None, **kw: Any) -> TokenManager:
     return TokenManager.for_ica(
@@ -39,15 +43,6 @@ async def ps_token(server: LocalIcaServer) -> str:
     assert r.access_token
     server.reset_counters()
     return r.access_token
-
-
-async def wait_until(predicate: Any, limit: float = 10.0) -> None:
-    """Poll a condition (bounded), instead of sleeping a lucky amount."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 # -- per-credential rules ---------------------------------------------------------------------
@@ -349,36 +344,14 @@ async def test_resource_clock_lag_is_waited_out_not_reminted(servers: Any) -> No
 
 async def test_refresh_without_progress_is_a_soft_failure() -> None:
     """A renewal that returns a token expiring no later is not adopted and not looped on."""
-    from aioica_auth._http import Reply
-    from aioica_auth._sources import Issued
     from aioica_auth.testing import make_jwt
 
-    now = time.time()
-    value = make_jwt(issued_at=now, lifetime=0.6)
-    calls = 0
-
-    class SameToken:
-        keeps_session = False
-
-        def initial(self) -> Token | None:
-            return None
-
-        async def renew(self, current: Token | None) -> Issued:
-            nonlocal calls
-            calls += 1
-            reply = Reply(200, None, time.monotonic(), time.time(), time.monotonic(), None)
-            return Issued(Token.from_jwt(value), reply, minted=True)
-
-        async def keep_alive(self) -> None: ...
-
-        async def revoke(self, token: Token) -> None: ...
-
-    import yarl
-
-    m = TokenManager(lambda s, p: SameToken(), base_url=yarl.URL("https://example.org"))
-    async with m:
+    clock = RunningClock()
+    source = ScriptedSource(clock, [make_jwt(issued_at=clock.time(), lifetime=0.6)])
+    async with fake_manager(source, clock) as m:
         await m.headers()
         await asyncio.sleep(0.8)
+    calls = len(source.calls)
     assert m.stats.mints == 1
     assert m.stats.failures >= 1
     assert calls <= 20  # spaced by backoff (>= L/12 apart here), not a tight loop

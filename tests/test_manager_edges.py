@@ -18,7 +18,8 @@ from aioica_auth import (
 )
 from aioica_auth.testing import LocalIcaServer, make_jwt
 
-from .test_manager import ica, ps_token, wait_until
+from .support import wait_until
+from .test_manager import ica, ps_token
 
 
 @pytest.mark.parametrize("bad", [-1, float("nan"), "10", True])

@@ -17,6 +17,8 @@ from multidict import CIMultiDict
 from aioica_auth import ApiKey, Token, TokenManager, TokenUnavailableError
 from aioica_auth.testing import LocalIcaServer
 
+from .support import wait_until
+
 
 def ica(server: LocalIcaServer, **kw: Any) -> TokenManager:
     return TokenManager.for_ica(ApiKey(server.api_key), base_url=server.ica_base_url, **kw)
@@ -248,10 +250,3 @@ class FakeResponse:
 
     def release(self) -> None:
         pass
-
-
-async def wait_until(predicate: Any, limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)

@@ -16,7 +16,8 @@ from aioica_auth._lease import Lease, Provenance, TokenState
 from aioica_auth._policy import Timing, plan
 from aioica_auth.testing import make_jwt
 
-from .fakes import ManualClock, RunningClock, ScriptedSource, manager, must_wait_token, wait_until
+from .fakes import ManualClock, RunningClock, ScriptedSource, manager, must_wait_token
+from .support import wait_until
 
 WALL = 1_700_000_000.0
 MONO = 1_000.0
