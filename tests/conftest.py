@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import subprocess
 import types
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -98,3 +101,20 @@ def servers(ica_server_factory: Any) -> Any:
 def server(ica_server: Any) -> Any:
     """One started `LocalIcaServer` with hour-long tokens (the shipped plugin's fixture)."""
     return ica_server
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made with the openssl CLI."""
+    if shutil.which("openssl") is None:  # pragma: no cover
+        pytest.skip("the openssl CLI is needed to make a test certificate")
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    command = "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1"
+    command += " -addext subjectAltName=IP:127.0.0.1"
+    subprocess.run(
+        [*command.split(), "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key

@@ -12,9 +12,15 @@ import base64
 import json
 import os
 import re
+import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
+
+import aiohttp
+import aiohttp.abc
 
 # What a leaked secret of the local server looks like: a JWT, its API keys, its psTokens.
 SECRET_SHAPES = re.compile(
@@ -99,3 +105,31 @@ async def wait_until(predicate: Callable[[], object], limit: float = 10.0) -> No
             msg = "condition not reached in time"
             raise AssertionError(msg)
         await asyncio.sleep(0.02)
+
+
+def server_tls(cert_and_key: tuple[Path, Path]) -> ssl.SSLContext:
+    """A server-side TLS context presenting the self-signed certificate."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*cert_and_key)
+    return context
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class FailingResolver(aiohttp.abc.AbstractResolver):
+    """A resolver that fails every lookup the way aiohttp's own do (no DNS here)."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        """Fail like a lookup of an unknown name."""
+        raise OSError(None, "Name or service not known")
+
+    async def close(self) -> None:
+        """Nothing to release."""

@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import socket
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from aioica_auth import (
     ApiKey,
@@ -27,7 +28,7 @@ from aioica_auth.testing import LocalIcaServer
 
 from .fakes import RunningClock, ScriptedSource
 from .fakes import manager as fake_manager
-from .support import wait_until
+from .support import FailingResolver, free_port, server_tls, wait_until
 from .test_manager import ica
 
 
@@ -54,13 +55,6 @@ class Heartbeat:
             now = time.monotonic()
             self.longest = max(self.longest, now - last)
             last = now
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 # -- 1, 2: min_validity that no token can meet ------------------------------------------------
@@ -412,31 +406,47 @@ async def test_waiters_that_time_out_leave_nothing_behind(servers: Any) -> None:
 
 
 @pytest.mark.timeout(40)
-async def test_defaults_fail_within_15_s_naming_the_cause(servers: Any) -> None:
+async def test_defaults_fail_within_15_s_naming_the_cause(
+    servers: Any, self_signed: tuple[Path, Path]
+) -> None:
     """With default settings a caller with no token gets TokenUnavailableError within 15 s,
-    whatever the failure, cause chained: connection refused, 5xx, 429, a hang."""
-    refused = f"http://127.0.0.1:{free_port()}/ica/rest"
+    whatever the failure, the cause chained and named: connection refused, DNS failure, TLS
+    verification failure, 5xx, 429, a hang."""
     srv_5xx, srv_429, srv_hang = [await servers() for _ in range(3)]
     srv_5xx.outage("ica.create", status=503)
     srv_429.outage("ica.create", status=429)
     srv_hang.inject("ica.create", kind="hang", times=None)
+    app = web.Application()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls(self_signed)).start()
+    tls_url = f"https://127.0.0.1:{runner.addresses[0][1]}/ica/rest"
     cases = {
-        "refused": (refused, "refused"),
+        "refused": (f"http://127.0.0.1:{free_port()}/ica/rest", "connection refused by"),
+        "dns": ("https://ica.invalid/ica/rest", "cannot resolve host ica.invalid"),
+        "tls": (tls_url, "TLS certificate verify failed"),
         "5xx": (srv_5xx.ica_base_url, "503"),
         "429": (srv_429.ica_base_url, "429"),
         "hang": (srv_hang.ica_base_url, "still under way"),
     }
 
-    async def one(url: str) -> tuple[float, TokenUnavailableError]:
+    async def one(name: str, url: str) -> tuple[float, TokenUnavailableError]:
         started = time.monotonic()
-        async with TokenManager.for_ica(ApiKey("k" * 16), base_url=url) as m:
+        connector = aiohttp.TCPConnector(resolver=FailingResolver()) if name == "dns" else None
+        async with (
+            aiohttp.ClientSession(connector=connector) as own,
+            TokenManager.for_ica(ApiKey("k" * 16), base_url=url, session=own) as m,
+        ):
             try:
                 await m.headers()
             except TokenUnavailableError as exc:
                 return time.monotonic() - started, exc
         raise AssertionError("no error")
 
-    results = await asyncio.gather(*(one(url) for url, _ in cases.values()))
+    try:
+        results = await asyncio.gather(*(one(name, url) for name, (url, _) in cases.items()))
+    finally:
+        await runner.cleanup()
     for (name, (_, words)), (elapsed, exc) in zip(cases.items(), results, strict=True):
         assert elapsed <= 15.0 + 1.0, name
         assert words in str(exc), (name, str(exc))

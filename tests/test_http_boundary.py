@@ -9,10 +9,7 @@ import contextlib
 import errno
 import json
 import re
-import shutil
-import socket
 import ssl
-import subprocess
 import types
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -40,6 +37,8 @@ from aioica_auth import (
     TransportTimeoutError,
     UnauthorizedError,
 )
+
+from .support import FailingResolver, free_port, server_tls
 
 API_KEY = "ak-boundary-5a5a5a5a5a5aSECRET"
 USER = "dora@example.org"
@@ -138,51 +137,6 @@ async def hanging() -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     release.set()
     await runner.cleanup()
-
-
-@pytest.fixture(scope="module")
-def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key, made with the openssl CLI."""
-    if shutil.which("openssl") is None:  # pragma: no cover
-        pytest.skip("the openssl CLI is needed to make a test certificate")
-    where = tmp_path_factory.mktemp("tls")
-    cert, key = where / "cert.pem", where / "key.pem"
-    command = "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1"
-    command += " -addext subjectAltName=IP:127.0.0.1"
-    subprocess.run(
-        [*command.split(), "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
-def server_tls(cert_and_key: tuple[Path, Path]) -> ssl.SSLContext:
-    """A server-side TLS context presenting the self-signed certificate."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*cert_and_key)
-    return context
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-class FailingResolver(aiohttp.abc.AbstractResolver):
-    """A resolver that fails every lookup the way aiohttp's own do (no DNS here)."""
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[aiohttp.abc.ResolveResult]:
-        """Fail like a lookup of an unknown name."""
-        raise OSError(None, "Name or service not known")
-
-    async def close(self) -> None:
-        """Nothing to release."""
 
 
 # --------------------------------------------------------------------------- what was sent
