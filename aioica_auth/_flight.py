@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-__all__ = ["Landing", "Outcome", "SingleFlight"]
+__all__ = ["Landing", "Outcome", "SingleFlight", "outcome_of"]
 
 _T = TypeVar("_T")
 _SLACK = 0.005  # seconds: waiters due this close together are released by one timer
@@ -66,6 +66,7 @@ class SingleFlight(Generic[_T]):
         self._name = name
         self._clock = clock
         self._task: asyncio.Task[_T] | None = None
+        self._landing: Outcome[_T] | None = None  # of `_task`, once it has landed
         self._waiters: dict[asyncio.Future[None], float] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -77,6 +78,11 @@ class SingleFlight(Generic[_T]):
         return task is not None and not task.done()
 
     @property
+    def landing(self) -> Outcome[_T] | None:
+        """How the last task landed, once it has (and its done-callback ran); else None."""
+        return self._landing
+
+    @property
     def waiting(self) -> int:
         """How many waiters are parked."""
         return len(self._waiters)
@@ -85,6 +91,7 @@ class SingleFlight(Generic[_T]):
         """The task in flight, starting one if none is."""
         task = self._task
         if task is None or task.done():
+            self._landing = None
             task = _spawn(self._loop, self._run(), self._name)
             self._task = task
             task.add_done_callback(self._landed)
@@ -115,7 +122,7 @@ class SingleFlight(Generic[_T]):
                 await waiter  # woken when any task lands, or by the deadline timer
             finally:
                 self.unpark(waiter)
-        return _outcome(task)
+        return outcome_of(task)
 
     def park(self, deadline: float) -> asyncio.Future[None] | None:
         """A future of the caller's own, resolved when a task lands or `deadline` comes, or
@@ -135,8 +142,10 @@ class SingleFlight(Generic[_T]):
     # -- internals --------------------------------------------------------------------------
 
     def _landed(self, task: asyncio.Task[_T]) -> None:
-        if not task.cancelled():
-            task.exception()  # retrieved here; each waiter gets it from its Outcome
+        # Judged once per task (each waiter reads `landing`); this retrieves its exception.
+        outcome = outcome_of(task)
+        if task is self._task:
+            self._landing = outcome
         # Every waiter wakes; one whose task is still running (a newer one) parks again.
         self._disarm()
         waiters, self._waiters = self._waiters, {}
@@ -173,7 +182,8 @@ class SingleFlight(Generic[_T]):
             self._arm(earliest)
 
 
-def _outcome(task: asyncio.Task[_T]) -> Outcome[_T]:
+def outcome_of(task: asyncio.Task[_T]) -> Outcome[_T]:
+    """How a finished task landed."""
     if task.cancelled():
         return Outcome(Landing.CANCELLED)
     error = task.exception()

@@ -450,25 +450,48 @@ class TokenManager:
         while True:
             lease = self._lease
             if lease is not None and lease is not first and self._live(lease):
-                # A renewed token is as good as it gets, even if short of min_validity.
-                now = lease.now(self._clock)
-                if min_validity is not None and lease.validity(now) < min_validity:
-                    lease.served_short()
-                    self._ceiling = lease.initial_validity
-                    lease.note_short(now, min_validity)
-                return lease
+                return self._served(lease, min_validity)
             if self._lifecycle is Lifecycle.CLOSED:
                 msg = "this TokenManager was closed while waiting for a token"
                 raise RuntimeError(msg)
-            result = await renewal.attempt(deadline)
-            if result is None:  # the deadline passed with the renewal still under way
-                return self._fallback(self._lease, renewal.backoff.last, in_flight=True)
-            if isinstance(result, IcaError):
-                lease = self._lease
-                if lease is not None and self._live(lease):
-                    return lease  # static stability: an error never displaces a valid token
-                if classify(result) is Severity.PERMANENT or renewal.outwaits(deadline):
-                    return self._fallback(lease, result)
+            joined = renewal.join(deadline)
+            if isinstance(joined, asyncio.Future):
+                try:
+                    await joined  # parked on a future of our own, never on the task
+                finally:
+                    renewal.flight.unpark(joined)
+                result = renewal.outcome()
+                if result is None:
+                    continue  # woken by the deadline timer: re-judged at the top
+                if result is self._lease:  # just adopted: as fresh as it gets
+                    return self._served(result, min_validity)
+            else:
+                await asyncio.sleep(0)  # an answer at once: still yield, then act on it
+                result = joined
+                if result is None:  # the deadline passed with the renewal still under way
+                    return self._fallback(self._lease, renewal.backoff.last, in_flight=True)
+            if isinstance(result, IcaError) and (kept := self._failed(result, deadline)):
+                return kept
+
+    def _failed(self, error: IcaError, deadline: float) -> Lease | None:
+        """After a failed renewal: the lease to serve, the error raised, or None to retry."""
+        lease = self._lease
+        if lease is not None and self._live(lease):
+            return lease  # static stability: an error never displaces a valid token
+        assert self._renewal is not None
+        if classify(error) is Severity.PERMANENT or self._renewal.outwaits(deadline):
+            return self._fallback(lease, error)
+        return None
+
+    def _served(self, lease: Lease, min_validity: float | None) -> Lease:
+        """A renewed lease for a waiter: as good as it gets, even if short of min_validity."""
+        if min_validity is not None:
+            now = lease.now(self._clock)
+            if lease.validity(now) < min_validity:
+                lease.served_short()
+                self._ceiling = lease.initial_validity
+                lease.note_short(now, min_validity)
+        return lease
 
     def _live(self, lease: Lease) -> bool:
         return lease.state(lease.now(self._clock)).live

@@ -20,7 +20,8 @@ import attrs
 
 from ._backoff import Backoff, SoftFailureError
 from ._errors import IcaError, TokenUnavailableError, TransportTimeoutError
-from ._flight import SingleFlight
+from ._flight import Landing, Outcome, SingleFlight
+from ._flight import outcome_of as _outcome
 from ._lease import Clock, Lease, Provenance, TokenState
 from ._policy import Policy, plan
 from ._sources import Issued, TokenSource
@@ -67,47 +68,35 @@ class Renewal:
         if not self.flight.running and self.backoff.ready(self._clock.monotonic()):
             self.flight.start()
 
-    async def attempt(self, deadline: float) -> Lease | IcaError | None:
-        """Join (or start) the renewal and wait for it until `deadline`.
+    def join(self, deadline: float) -> asyncio.Future[None] | Lease | IcaError | None:
+        """Join (or start) the renewal, without a coroutine of its own (cheap for a storm).
 
-        Returns the new lease, the failure (a remembered one, or one whose retry could only
-        start after `deadline`), or None when the deadline passed first.
-
-        Raises:
-            RuntimeError: the renewal was cancelled because the manager closed.
+        Returns a future to await (then `flight.unpark` it and read `outcome()`), or at once:
+        the failure that stands (a remembered one, or one whose retry could only start after
+        `deadline`), the outcome of a task that finished as it started, or None when
+        `deadline` has passed. A caller that gets an answer at once yields before acting on
+        it, so a retry loop around it cannot starve the event loop.
         """
         flight = self.flight
         if not flight.running:
             remembered = self.backoff.remembered_at(self._clock.monotonic())
-            if remembered is not None or self.outwaits(deadline):
-                # Failing fast, but never without a yield: a caller's retry loop around
-                # headers() must not starve the event loop.
-                await asyncio.sleep(0)
-                if remembered is not None:
-                    return remembered.error
+            if remembered is not None:
+                return remembered.error
+            if self.outwaits(deadline):
                 return self.backoff.last or TokenUnavailableError("no attempt could start")
         task = flight.start()
-        if task.done():  # an eager task that finished at once: yield before reporting it
-            await asyncio.sleep(0)
-        # Parked inline (not through `flight.wait`): ten thousand callers of a cold storm
-        # each save a coroutine frame and an Outcome.
-        while not task.done():
-            waiter = flight.park(deadline)
-            if waiter is None:
-                return None
-            try:
-                await waiter
-            finally:
-                flight.unpark(waiter)
-        if task.cancelled():
-            msg = "this TokenManager was closed while waiting for a token"
-            raise RuntimeError(msg)
-        error = task.exception()
-        if error is None:
-            return task.result()
-        if isinstance(error, IcaError):
-            return error
-        raise error  # not ours: a bug, let it be seen
+        if task.done():  # an eager task that finished at once
+            return _judged(_outcome(task))
+        return flight.park(deadline)
+
+    def outcome(self) -> Lease | IcaError | None:
+        """The last renewal's lease or failure; None while it is in flight.
+
+        Raises:
+            RuntimeError: the renewal was cancelled because the manager closed.
+        """
+        landing = self.flight.landing
+        return None if landing is None else _judged(landing)
 
     def outwaits(self, deadline: float) -> bool:
         """Whether the next attempt (backoff, `Retry-After`) could only start after `deadline`."""
@@ -247,3 +236,18 @@ class Renewal:
             logger.warning("revoking token %s on close failed: %s", token.fingerprint, exc)
         else:
             logger.info("revoked token %s", token.fingerprint)
+
+
+def _judged(outcome: Outcome[Lease]) -> Lease | IcaError:
+    """A landed renewal as the waiters see it."""
+    if outcome.landing is Landing.DONE:
+        assert outcome.value is not None
+        return outcome.value
+    if outcome.landing is Landing.CANCELLED:
+        msg = "this TokenManager was closed while waiting for a token"
+        raise RuntimeError(msg)
+    error = outcome.error
+    if isinstance(error, IcaError):
+        return error
+    assert error is not None
+    raise error  # not ours: a bug, let it be seen
