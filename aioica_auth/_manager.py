@@ -240,8 +240,22 @@ class TokenManager:
         hot = self._hot
         if hot is not None and min_validity is None:
             return hot
-        lease = self._ready(min_validity) or await self._wait(min_validity)
-        return lease.headers
+        lease = self._ready(min_validity)
+        if lease is not None:
+            return lease.headers
+        # A storm's waiters park right here, with no coroutine of their own.
+        deadline = self._clock.monotonic() + self._policy.acquire_timeout
+        joined = self._join_plain(min_validity, deadline)
+        if joined is not None:
+            renewal, waiter = joined
+            try:
+                await waiter
+            finally:
+                renewal.flight.unpark(waiter)
+            landed = renewal.outcome()
+            if landed is not None and landed is self._lease:
+                return landed.headers
+        return (await self._wait(min_validity, deadline)).headers
 
     async def token(self, *, min_validity: float | None = None) -> Token:
         """The current `Token`, under the same rules as `headers()`."""
@@ -440,12 +454,28 @@ class TokenManager:
         # The one shortfall renewal of this lease: start it, or join the one in flight.
         return renewal.flight.running or renewal.backoff.ready(self._clock.monotonic())
 
-    async def _wait(self, min_validity: float | None) -> Lease:
+    def _join_plain(
+        self, min_validity: float | None, deadline: float
+    ) -> tuple[Renewal, asyncio.Future[None]] | None:
+        """For a caller with no token and no min_validity: park on the renewal in flight."""
+        renewal = self._renewal
+        if min_validity is not None or self._lease is not None or renewal is None:
+            return None
+        if not renewal.flight.running:
+            return None
+        waiter = renewal.flight.park(deadline)
+        if waiter is None:
+            return None
+        self._counts["waits"] += 1
+        return renewal, waiter
+
+    async def _wait(self, min_validity: float | None, deadline: float | None = None) -> Lease:
         """Wait for the one renewal (starting it if needed), within acquire_timeout."""
         renewal = self._renewal  # set by _ready(), which always runs first
         assert renewal is not None
-        self._counts["waits"] += 1
-        deadline = self._clock.monotonic() + self._policy.acquire_timeout
+        if deadline is None:
+            self._counts["waits"] += 1
+            deadline = self._clock.monotonic() + self._policy.acquire_timeout
         first = self._lease
         while True:
             lease = self._lease
