@@ -244,6 +244,7 @@ class TokenManager:
         if lease is not None:
             return lease.headers
         # A storm's waiters park right here, with no coroutine of their own.
+        self._counts["waits"] += 1
         deadline = self._clock.monotonic() + self._policy.acquire_timeout
         joined = self._join_plain(min_validity, deadline)
         if joined is not None:
@@ -464,13 +465,11 @@ class TokenManager:
         if not renewal.flight.running:
             return None
         waiter = renewal.flight.park(deadline)
-        if waiter is None:
-            return None
-        self._counts["waits"] += 1
-        return renewal, waiter
+        return None if waiter is None else (renewal, waiter)
 
     async def _wait(self, min_validity: float | None, deadline: float | None = None) -> Lease:
-        """Wait for the one renewal (starting it if needed), within acquire_timeout."""
+        """Wait for the one renewal (starting it if needed), until `deadline` (by default
+        acquire_timeout from now; a caller that passes it has counted its wait)."""
         renewal = self._renewal  # set by _ready(), which always runs first
         assert renewal is not None
         if deadline is None:
