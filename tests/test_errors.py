@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import email.utils
@@ -14,12 +13,11 @@ import time
 import traceback
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from aioica_auth import (
     ApiError,
@@ -691,31 +689,11 @@ async def test_timeout_is_transport_timeout_error(
     assert str(exc) == f"{endpoint.method} {endpoint.url}: timed out after 30.0 s"
 
 
-@pytest.fixture
-async def hanging_server() -> AsyncIterator[str]:
-    """A loopback server whose handler never answers until the test ends."""
-    release = asyncio.Event()
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        await release.wait()
-        return web.Response(status=500)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    release.set()
-    await runner.cleanup()
-
-
 async def test_real_timeout_is_caught_as_builtin_timeout_error(
-    hanging_server: str, session: aiohttp.ClientSession
+    hanging: str, session: aiohttp.ClientSession
 ) -> None:
     """A server that never answers trips the timeout; `except TimeoutError` catches it."""
-    api = ConsoleTokenApi(session, hanging_server, timeout=0.2)
+    api = ConsoleTokenApi(session, hanging, timeout=0.2)
     started = time.monotonic()
     try:
         await api.create_token(ApiKey(API_KEY))

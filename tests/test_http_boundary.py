@@ -120,25 +120,6 @@ async def raw_server() -> AsyncIterator[Callable[[bytes], Awaitable[str]]]:
         await server.wait_closed()
 
 
-@pytest.fixture
-async def hanging() -> AsyncIterator[str]:
-    """A loopback server whose handler never answers until the test ends."""
-    release = asyncio.Event()
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        await release.wait()
-        return web.Response(status=500)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    release.set()
-    await runner.cleanup()
-
-
 # --------------------------------------------------------------------------- what was sent
 
 
