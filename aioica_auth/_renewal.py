@@ -107,7 +107,8 @@ class Renewal:
         wake = math.inf
         if lease is not None:
             drift = lease.now(self._clock) - self._clock.monotonic()
-            wake = max(lease.timing.refresh_at - drift, self.backoff.next_attempt)
+            due = max(lease.timing.refresh_at, lease.timing.valid_from)  # never before nbf
+            wake = max(due - drift, self.backoff.next_attempt)
         return min(wake, self.next_keepalive)
 
     async def run(self, current: Callable[[], Lease | None], rejudge: Callable[[], None]) -> None:
