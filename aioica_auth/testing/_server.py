@@ -77,14 +77,17 @@ class LocalIcaServer:
       401 ``ErrorResponse`` (``GET /v1/tokens/details``: an empty 401, as its spec has no
       schema); on ``POST /v1/tokens:refresh`` a dead bearer psToken gets the spec's "The
       token is no longer able to be refreshed.". The authorization is checked before the
-      body. Details for Basic credentials describe the user in the first tenant.
+      body. Details for Basic username:password describe the user in the first tenant.
+      ``domain`` on ``POST /v1/tokens`` picks any of the user's tenants, whatever the
+      credential (the console spec ties no credential to a domain); another is 403.
     - ``returnSessionToken`` is read case-insensitively (``true``, ``True``, ``TRUE``...), as
       the console's model binding does; anything else is 400.
 
-    It remembers every JWT and psToken session it issued until ``retention`` (5 minutes,
-    plus any `resource_clock_lag`) after it expired, and at most `max_tokens` of each (the
-    newest): a forgotten JWT that has not expired, or psToken, is refused as unknown.
-    `counts` and `statuses` count every request all the same.
+    Its memory is bounded, as `serve` may run for days: a JWT it issued is forgotten 5
+    minutes (plus any positive `resource_clock_lag`) past its `exp`, a psToken session once it
+    has ended, and it keeps at most `max_tokens` JWTs and `max_tokens` sessions (the newest).
+    A forgotten JWT that has not expired, or a forgotten psToken, is refused as unknown (401).
+    `counts` and `statuses` still count every request.
 
     Secrets (API key, password, psTokens, JWTs) never appear in its logs (logger
     ``aioica_auth.testing``, endpoint names and statuses only), reprs or exceptions.
