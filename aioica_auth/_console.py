@@ -143,7 +143,12 @@ class ConsoleTokenApi(TokenEndpoints):
         return response
 
     async def get_token_details(self, credential: Credential) -> TokenDetailResponse:
-        """`GET /v1/tokens/details`: who a token (or key) speaks for.
+        """`GET /v1/tokens/details`: who a bearer token, or Basic credentials, speak for.
+
+        Args:
+            credential: A `Jwt` or `PsToken` (`Bearer`), or `BasicAuth`: the schemes the spec
+                lists here. An `ApiKey` (`X-API-Key`) is not one of them: the server answers
+                401 (`UnauthorizedError`).
 
         Raises:
             ApiError: the server refused. TransportError: no answer.

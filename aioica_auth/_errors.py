@@ -81,8 +81,9 @@ class ApiError(IcaError):
 
     Attributes:
         status: The HTTP status code.
-        problem: The decoded `Problem` (ICA v2) or `ErrorResponse` (console v1), if the body
-            held one.
+        problem: The decoded error body, if it held one: an RFC 7807 `Problem` from ICA v2,
+            or an `ErrorResponse` (`code`, `message`, `details`) from the console v1 API;
+            None otherwise (an empty or HTML body, JSON of neither shape).
         method: The request method.
         url: The request URL without its query string.
         excerpt: A short, scrubbed excerpt of the body (for non-JSON answers such as an HTML

@@ -16,7 +16,9 @@ __all__ = ["ICA_BASE_URL", "IcaTokenApi"]
 ICA_BASE_URL = "https://ica.illumina.com/ica/rest"
 """The one global ICA v2 API host (regions only change storage)."""
 
-# What the generated clients send: the success type first, problem details for errors.
+# The success type, then the error type. libica 3.3's generated v2 and v3 clients send only
+# the success type (tests/test_libica.py pins that); naming problem+json too is harmless, and
+# says we read RFC 7807 errors.
 _ACCEPT = "application/vnd.illumina.v3+json, application/problem+json"
 _OK = (200, 201)  # the spec says 200; some deployments answered 201
 

@@ -20,7 +20,9 @@ import pytest
 from yarl import URL
 
 import aioica_auth.testing as testing
+from aioica_auth import ApiKey, BasicAuth, ConsoleTokenApi, ErrorResponse, UnauthorizedError
 from aioica_auth.testing import Fault, LocalIcaServer, RecordedRequest, make_jwt
+from aioica_auth.testing._state import Grant, Identity, Refusal, Registry
 
 V2 = "application/vnd.illumina.v3+json"
 PROBLEM = "application/problem+json"
@@ -354,7 +356,13 @@ async def test_literal_colon_paths_are_routed(
     assert status == 200
     assert server.requests[-1].endpoint == "ica.refresh"
     assert server.requests[-1].path == "/ica/rest/api/tokens%3Arefresh"
-    await call(client, "POST", server.base_url + "/v1/tokens:refresh", json={"access_token": "x"})
+    await call(
+        client,
+        "POST",
+        server.base_url + "/v1/tokens:refresh",
+        json={"access_token": "x"},
+        headers=bearer(token),
+    )
     assert server.requests[-1].endpoint == "console.refresh"
     assert server.requests[-1].path == "/v1/tokens:refresh"
     assert server.counts["resource"] == 0
@@ -408,7 +416,8 @@ async def test_console_create_errors(server: LocalIcaServer, client: aiohttp.Cli
         ({"X-API-Key": "wrong"}, {}, 401),
         ({}, {"api_key": "wrong"}, 401),
         (bearer(make_jwt()), {}, 401),
-        (key, {"returnSessionToken": "True"}, 400),
+        (key, {"returnSessionToken": "yes"}, 400),
+        (key, {"returnSessionToken": "1"}, 400),
         (key, [("scopes", "A"), ("scopes", "B")], 400),
         (key, {"domain": "elsewhere"}, 403),
     ]
@@ -463,12 +472,21 @@ async def test_console_details(server: LocalIcaServer, client: aiohttp.ClientSes
 async def test_console_details_401_has_empty_body(
     server: LocalIcaServer, client: aiohttp.ClientSession
 ) -> None:
-    """Without a valid bearer, details answers 401 with no body (the spec has no schema)."""
+    """Without valid Bearer or Basic credentials (an API key alone is none), details answers
+    401 with no body (the spec has no schema)."""
     url = server.base_url + "/v1/tokens/details"
     server.lifetime = 0.2
     expired = await ica_token(client, server, headers=basic(server))
     await asyncio.sleep(0.4)
-    for headers in ({}, bearer("ps.unknown"), bearer(make_jwt()), bearer(expired), basic(server)):
+    cases = [
+        {},
+        bearer("ps.unknown"),
+        bearer(make_jwt()),
+        bearer(expired),
+        basic(server, "wrong-pw-1"),
+        {"X-API-Key": server.api_key},
+    ]
+    for headers in cases:
         status, _, body, _ = await call(client, "GET", url, headers=headers)
         assert (status, body) == (401, b"")
 
@@ -485,13 +503,21 @@ async def test_ps_session_expires_unless_refreshed(
     url = server.base_url + "/v1/tokens:refresh"
     details = server.base_url + "/v1/tokens/details"
     await asyncio.sleep(0.35)
-    status, ctype, body, _ = await call(client, "POST", url, json={"access_token": ps})
+    status, ctype, body, _ = await call(
+        client, "POST", url, json={"access_token": ps}, headers=bearer(ps)
+    )
     assert (status, ctype) == (201, "application/json")
     assert json.loads(body) == {"access_token": ps, "token_type": "psToken"}
     await asyncio.sleep(0.35)  # past the first 0.6 s, within the extension
     assert (await call(client, "GET", details, headers=bearer(ps)))[0] == 200
     await asyncio.sleep(0.5)  # past the extension
-    status, ctype, body, _ = await call(client, "POST", url, json={"access_token": ps})
+    status, ctype, body, _ = await call(
+        client, "POST", url, json={"access_token": ps}, headers=bearer(ps)
+    )
+    assert assert_error(status, ctype, body, 401)["message"] == NO_REFRESH
+    status, ctype, body, _ = await call(
+        client, "POST", url, json={"access_token": ps}, headers=basic(server)
+    )
     assert assert_error(status, ctype, body, 401)["message"] == NO_REFRESH
     assert (await call(client, "GET", details, headers=bearer(ps)))[0] == 401
 
@@ -501,12 +527,16 @@ async def test_ps_token_rotation(server: LocalIcaServer, client: aiohttp.ClientS
     server.rotate_ps_tokens = True
     old = await ps_token(client, server)
     url = server.base_url + "/v1/tokens:refresh"
-    status, _, body, _ = await call(client, "POST", url, json={"access_token": old})
+    status, _, body, _ = await call(
+        client, "POST", url, json={"access_token": old}, headers=bearer(old)
+    )
     assert status == 201
     new = json.loads(body)["access_token"]
     assert new != old
     assert new.startswith("ps.")
-    status, ctype, body, _ = await call(client, "POST", url, json={"access_token": old})
+    status, ctype, body, _ = await call(
+        client, "POST", url, json={"access_token": old}, headers=bearer(new)
+    )
     assert assert_error(status, ctype, body, 401)["message"] == NO_REFRESH
     await ica_token(client, server, headers=bearer(new))
 
@@ -526,7 +556,7 @@ async def test_console_refresh_content_types(
         "POST",
         server.base_url + "/v1/tokens:refresh",
         data=data,
-        headers={"Content-Type": content_type},
+        headers={"Content-Type": content_type, **bearer(ps)},
     )
     assert status == 201
 
@@ -534,14 +564,14 @@ async def test_console_refresh_content_types(
 async def test_console_refresh_bad_bodies(
     server: LocalIcaServer, client: aiohttp.ClientSession
 ) -> None:
-    """Malformed bodies are 400, a non-JSON content type 415, unknown tokens 401."""
+    """Authenticated, malformed bodies are 400, a non-JSON content type 415, unknown tokens 401."""
     url = server.base_url + "/v1/tokens:refresh"
-    json_type = {"Content-Type": "application/json"}
+    json_type = {"Content-Type": "application/json", **basic(server)}
     cases: list[tuple[bytes, dict[str, str], int]] = [
         (b"{not json", json_type, 400),
         (b'{"token": "x"}', json_type, 400),
         (b'["x"]', json_type, 400),
-        (b'{"access_token": "x"}', {"Content-Type": "text/plain"}, 415),
+        (b'{"access_token": "x"}', {"Content-Type": "text/plain", **basic(server)}, 415),
         (b'{"access_token": "ps.unknown"}', json_type, 401),
     ]
     for data, headers, expected in cases:
@@ -556,11 +586,19 @@ async def test_revoke_ps_token(server: LocalIcaServer, client: aiohttp.ClientSes
     """DELETE /v1/tokens with a psToken answers 204; the session is dead everywhere."""
     ps = await ps_token(client, server)
     status, ctype, body, _ = await call(
-        client, "DELETE", server.base_url + "/v1/tokens", json={"access_token": ps}
+        client,
+        "DELETE",
+        server.base_url + "/v1/tokens",
+        json={"access_token": ps},
+        headers=bearer(ps),
     )
     assert (status, ctype, body) == (204, None, b"")
     refresh = await call(
-        client, "POST", server.base_url + "/v1/tokens:refresh", json={"access_token": ps}
+        client,
+        "POST",
+        server.base_url + "/v1/tokens:refresh",
+        json={"access_token": ps},
+        headers=basic(server),
     )
     assert refresh[0] == 401
     mint = await call(client, "POST", server.ica_base_url + "/api/tokens", headers=bearer(ps))
@@ -572,7 +610,11 @@ async def test_revoke_jwt(server: LocalIcaServer, client: aiohttp.ClientSession)
     token = await ica_token(client, server, headers=basic(server))
     assert (await call(client, "GET", server.resource_url, headers=bearer(token)))[0] == 200
     status, _, _, _ = await call(
-        client, "DELETE", server.base_url + "/v1/tokens", json={"access_token": token}
+        client,
+        "DELETE",
+        server.base_url + "/v1/tokens",
+        json={"access_token": token},
+        headers=bearer(token),
     )
     assert status == 204
     for method, url in [
@@ -589,7 +631,9 @@ async def test_revoke_malformed_and_server_revoke(
 ) -> None:
     """A malformed revoke body is 400; LocalIcaServer.revoke works like the endpoint."""
     url = server.base_url + "/v1/tokens"
-    status, ctype, body, _ = await call(client, "DELETE", url, json={"nope": 1})
+    status, ctype, body, _ = await call(
+        client, "DELETE", url, json={"nope": 1}, headers=basic(server)
+    )
     assert_error(status, ctype, body, 400)
     token = await ica_token(client, server)
     server.revoke(token)
@@ -790,17 +834,21 @@ async def test_malformed_fault(server: LocalIcaServer, client: aiohttp.ClientSes
 
 
 async def test_html_and_empty_faults(server: LocalIcaServer, client: aiohttp.ClientSession) -> None:
-    """The html fault is a 502 gateway page; the empty fault a status with no body."""
+    """The html fault is a 502 gateway page; the empty fault a status with no body and no
+    Content-Type (a zero-length body is no JSON, whatever the status)."""
     server.inject("ica.refresh", kind="html")
     url = server.ica_base_url + "/api/tokens:refresh"
     status, ctype, body, _ = await call(client, "POST", url)
     assert (status, ctype, body.decode()) == (502, "text/html", HTML)
     server.inject("ica.refresh", kind="empty", status=503)
-    status, _, body, _ = await call(client, "POST", url)
-    assert (status, body) == (503, b"")
+    status, ctype, body, _ = await call(client, "POST", url)
+    assert (status, ctype, body) == (503, None, b"")
     server.inject("resource", kind="empty", status=200)
     status, ctype, body, _ = await call(client, "GET", server.resource_url)
-    assert (status, ctype, body) == (200, "application/json", b"")
+    assert (status, ctype, body) == (200, None, b"")
+    server.inject("console.create", kind="empty", status=201)
+    status, ctype, body, _ = await call(client, "POST", server.base_url + "/v1/tokens")
+    assert (status, ctype, body) == (201, None, b"")
 
 
 async def test_hang_fault_times_out_client(
@@ -993,3 +1041,286 @@ async def test_request_log_is_bounded(servers: Any) -> None:
                 assert r.status == 401
     assert len(srv.requests) == 3
     assert srv.counts["resource"] == 5
+
+
+# -- what real clients send: booleans, authorization on every console endpoint -----------
+
+
+def basic_key(key: str) -> dict[str, str]:
+    """The console's "Basic with apiKey": the key as user-id, an empty password."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+@pytest.mark.parametrize(
+    ("value", "token_type"),
+    [
+        ("true", "psToken"),
+        ("True", "psToken"),
+        ("TRUE", "psToken"),
+        ("false", "Bearer"),
+        ("False", "Bearer"),
+        ("fAlSe", "Bearer"),
+    ],
+)
+async def test_console_create_reads_return_session_token_in_any_case(
+    server: LocalIcaServer, client: aiohttp.ClientSession, value: str, token_type: str
+) -> None:
+    """returnSessionToken is a boolean in any letter case (libconsole sends Python's True)."""
+    answer = await console_token(client, server, params={"returnSessionToken": value})
+    assert answer["token_type"] == token_type
+    assert answer["access_token"].startswith("ps.") == (token_type == "psToken")
+
+
+CONSOLE_BODY_ENDPOINTS = [
+    pytest.param("POST", "/v1/tokens:refresh", id="refresh"),
+    pytest.param("DELETE", "/v1/tokens", id="revoke"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), CONSOLE_BODY_ENDPOINTS)
+async def test_console_refresh_and_revoke_refuse_missing_or_wrong_authorization(
+    server: LocalIcaServer, client: aiohttp.ClientSession, method: str, path: str
+) -> None:
+    """Console refresh and revoke without valid Bearer or Basic credentials are a 401
+    ErrorResponse, and the token in the body is left as it was."""
+    ps = await ps_token(client, server)
+    cases = [
+        {},
+        bearer("garbage"),
+        bearer(make_jwt()),
+        bearer("ps.unknown"),
+        {"Authorization": "Bearer "},
+        {"Authorization": "Digest abc"},
+        basic(server, "wrong-pw-2"),
+        basic_key("test-apikey-wrong"),
+        {"X-API-Key": server.api_key},  # not a scheme of these endpoints
+    ]
+    for headers in cases:
+        status, ctype, body, _ = await call(
+            client, method, server.base_url + path, json={"access_token": ps}, headers=headers
+        )
+        assert_error(status, ctype, body, 401)
+    assert server.statuses[f"console.{'refresh' if method == 'POST' else 'revoke'}", 401] == 9
+    details = server.base_url + "/v1/tokens/details"
+    assert (await call(client, "GET", details, headers=bearer(ps)))[0] == 200
+
+
+async def test_console_authorization_is_checked_before_the_body(
+    server: LocalIcaServer, client: aiohttp.ClientSession
+) -> None:
+    """Without credentials, a malformed or non-JSON body is still a 401, not a 400 or 415."""
+    for method, path in (("POST", "/v1/tokens:refresh"), ("DELETE", "/v1/tokens")):
+        for data, ctype in ((b"{not json", "application/json"), (b"x", "text/plain")):
+            status, got, body, _ = await call(
+                client, method, server.base_url + path, data=data, headers={"Content-Type": ctype}
+            )
+            assert_error(status, got, body, 401)
+
+
+async def test_console_refresh_and_revoke_accept_every_console_scheme(
+    server: LocalIcaServer, client: aiohttp.ClientSession
+) -> None:
+    """A bearer psToken or JWT, Basic, and Basic with apiKey all authorize refresh and revoke."""
+    jwt_token = (await console_token(client, server))["access_token"]
+    schemes = {
+        "ps": bearer(await ps_token(client, server)),
+        "jwt": bearer(jwt_token),
+        "basic": basic(server),
+        "basic-key": basic_key(server.api_key),
+    }
+    refresh = server.base_url + "/v1/tokens:refresh"
+    revoke = server.base_url + "/v1/tokens"
+    for name, headers in schemes.items():
+        ps = await ps_token(client, server)
+        status, ctype, body, _ = await call(
+            client, "POST", refresh, json={"access_token": ps}, headers=headers
+        )
+        assert (status, ctype, name) == (201, "application/json", name)
+        assert json.loads(body) == {"access_token": ps, "token_type": "psToken"}
+        status, _, _, _ = await call(
+            client, "DELETE", revoke, json={"access_token": ps}, headers=headers
+        )
+        assert (status, name) == (204, name)
+        status, _, _, _ = await call(
+            client, "POST", refresh, json={"access_token": ps}, headers=basic(server)
+        )
+        assert (status, name) == (401, name)  # revoked
+    status, _, _, _ = await call(
+        client, "DELETE", revoke, json={"access_token": jwt_token}, headers=bearer(jwt_token)
+    )
+    assert status == 204
+    assert (await call(client, "GET", server.resource_url, headers=bearer(jwt_token)))[0] == 401
+
+
+# -- tenants and the console's Basic with apiKey ------------------------------------------
+
+
+async def test_ica_create_keeps_a_bound_credential_in_its_tenant(
+    client: aiohttp.ClientSession,
+) -> None:
+    """An API key or psToken with `tenant` naming another of the user's tenants is a 403
+    Problem (no silent mint for the key's own tenant); its own tenant is fine."""
+    async with LocalIcaServer(tenants=("alpha", "beta")) as server:
+        url = server.ica_base_url + "/api/tokens"
+        key = {"X-API-Key": server.api_key}
+        status, ctype, body, _ = await call(
+            client, "POST", url, headers=key, params={"tenant": "beta"}
+        )
+        assert assert_problem(status, ctype, body, 403)["title"] == "ICA_SEC_003: Forbidden"
+        status, ctype, body, _ = await call(
+            client, "POST", url, headers=key, params={"tenant": "gamma"}
+        )
+        assert_problem(status, ctype, body, 400)
+        own = await ica_token(client, server, params={"tenant": "alpha"})
+        assert claims_of(own)["tns"] == "alpha"
+        ps = await ps_token(client, server)  # the key's tenant: alpha
+        status, ctype, body, _ = await call(
+            client, "POST", url, headers=bearer(ps), params={"tenant": "beta"}
+        )
+        assert_problem(status, ctype, body, 403)
+        from_ps = await ica_token(client, server, headers=bearer(ps), params={"tenant": "alpha"})
+        assert claims_of(from_ps)["tns"] == "alpha"
+        assert server.statuses["ica.create", 200] == 2
+
+
+async def test_console_basic_with_api_key(
+    server: LocalIcaServer, client: aiohttp.ClientSession
+) -> None:
+    """Console "Basic with apiKey" (Basic base64(<key>:)) mints like X-API-Key, a JWT that
+    cannot be refreshed, or a psToken; other encodings, a wrong key and ICA v2 get 401."""
+    answer = await console_token(client, server, headers=basic_key(server.api_key))
+    assert answer["token_type"] == "Bearer"
+    assert claims_of(answer["access_token"])["tns"] == "test-tenant"
+    status, ctype, body, _ = await call(
+        client,
+        "POST",
+        server.ica_base_url + "/api/tokens:refresh",
+        headers=bearer(answer["access_token"]),
+    )
+    assert assert_problem(status, ctype, body, 400)["detail"] == API_KEY_REFRESH
+    ps = await console_token(
+        client, server, headers=basic_key(server.api_key), params={"returnSessionToken": "true"}
+    )
+    assert ps["token_type"] == "psToken"
+    url = server.base_url + "/v1/tokens"
+    for raw in (f":{server.api_key}", f"{server.api_key}:x", "test-apikey-wrong:"):
+        headers = {"Authorization": "Basic " + base64.b64encode(raw.encode()).decode()}
+        status, ctype, body, _ = await call(client, "POST", url, headers=headers)
+        assert_error(status, ctype, body, 401)
+        assert server.api_key.encode() not in body
+    status, ctype, body, _ = await call(
+        client, "POST", server.ica_base_url + "/api/tokens", headers=basic_key(server.api_key)
+    )
+    assert_problem(status, ctype, body, 401)  # ICA v2 documents Basic as email:password only
+
+
+async def test_console_details_with_basic(client: aiohttp.ClientSession) -> None:
+    """Details takes Basic (the spec lists it): username:password describes the user in the
+    first tenant, Basic with apiKey the key's user and tenant."""
+    async with LocalIcaServer(tenants=("alpha", "beta")) as server:
+        url = server.base_url + "/v1/tokens/details"
+        sub = claims_of((await console_token(client, server))["access_token"])["sub"]
+        for headers in (basic(server), basic_key(server.api_key)):
+            status, ctype, body, _ = await call(client, "GET", url, headers=headers)
+            assert (status, ctype) == (200, "application/json")
+            details = json.loads(body)
+            assert (details["uid"], details["domain"]["name"]) == (sub, "alpha")
+            assert details["username"] == server.username
+
+
+# -- bounded registries -------------------------------------------------------------------
+
+
+class FakeClock:
+    """A settable clock."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_registry_sweeps_what_has_expired() -> None:
+    """JWTs are forgotten `retention` after exp, and ended sessions, once the registries have
+    doubled; an expired JWT is still refused as expired, a JWT within retention still known."""
+    clock = FakeClock()
+    registry = Registry(clock=clock, tenants=["t"], retention=lambda: 10.0)
+    grant = Grant(Identity("user", "t"), refreshable=True)
+    old = [registry.mint(grant, lifetime=1.0, nbf_delay=0.0) for _ in range(600)]
+    ps_old = [registry.open_session(grant, 1.0) for _ in range(400)]
+    revoked = old[0]
+    registry.revoke(revoked)
+    clock.now += 5.0  # past exp and the sessions' end, within retention
+    assert registry.check_jwt(old[1], lag=5.0) == grant  # a lagging resource still knows it
+    for _ in range(24):  # the 1024th entry sweeps: sessions go, JWTs within retention stay
+        registry.mint(grant, lifetime=1000.0, nbf_delay=0.0)
+    assert (len(registry.issued), len(registry.sessions)) == (624, 0)
+    clock.now += 10.0  # past retention
+    for _ in range(1024):
+        registry.mint(grant, lifetime=1000.0, nbf_delay=0.0)
+    assert len(registry.issued) < 1100
+    for token, message in ((old[1], "expired"), (revoked, "expired")):
+        with pytest.raises(Refusal, match=message):
+            registry.check_jwt(token)
+    with pytest.raises(Refusal, match="session has ended"):
+        registry.check_session(ps_old[0])
+
+
+async def test_registries_keep_the_newest_max_tokens_and_counters_stay_exact(
+    servers: Any,
+) -> None:
+    """With max_tokens=3 the oldest JWTs and psToken sessions are forgotten (refused as
+    unknown), the newest work, and counts and statuses still count every request."""
+    server = await servers(max_tokens=3)
+    async with aiohttp.ClientSession() as client:
+        tokens = [await ica_token(client, server, headers=basic(server)) for _ in range(5)]
+        sessions = [await ps_token(client, server) for _ in range(5)]
+        resource = [
+            (await call(client, "GET", server.resource_url, headers=bearer(t)))[0] for t in tokens
+        ]
+        assert resource == [401, 401, 200, 200, 200]
+        minted = [
+            (await call(client, "POST", server.ica_base_url + "/api/tokens", headers=bearer(p)))[0]
+            for p in sessions
+        ]
+        assert minted == [401, 401, 200, 200, 200]
+    # The 3 JWTs minted from sessions pushed out the older ones; counters count everything.
+    assert server.counts == {"ica.create": 10, "console.create": 5, "resource": 5}
+    assert server.statuses["ica.create", 200] == 8
+    assert server.statuses["ica.create", 401] == 2
+    assert server.statuses["resource", 401] == 2
+
+
+def test_max_tokens_must_be_positive() -> None:
+    """max_tokens below 1 is a ValueError."""
+    with pytest.raises(ValueError, match="max_tokens"):
+        LocalIcaServer(max_tokens=0)
+
+
+# -- our own client against these answers (the documented behaviours) ---------------------
+
+
+async def test_our_console_client_details_take_basic_not_a_key(
+    server: LocalIcaServer, client: aiohttp.ClientSession
+) -> None:
+    """get_token_details works with BasicAuth (and bearer tokens); an ApiKey gets 401."""
+    api = ConsoleTokenApi(client, server.base_url)
+    details = await api.get_token_details(BasicAuth(server.username, server.password))
+    assert details.username == server.username
+    with pytest.raises(UnauthorizedError) as info:
+        await api.get_token_details(ApiKey(server.api_key))
+    assert info.value.problem is None  # the spec's 401 of details has no body
+    assert server.api_key not in str(info.value)
+
+
+async def test_api_error_problem_holds_the_console_error_response(
+    server: LocalIcaServer, client: aiohttp.ClientSession
+) -> None:
+    """A refused console call's ApiError.problem is the decoded v1 ErrorResponse."""
+    api = ConsoleTokenApi(client, server.base_url)
+    with pytest.raises(UnauthorizedError) as info:
+        await api.refresh_token("ps.unknown-session")
+    problem = info.value.problem
+    assert isinstance(problem, ErrorResponse)
+    assert (problem.code, problem.message) == ("Unauthorized", NO_REFRESH)

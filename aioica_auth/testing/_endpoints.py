@@ -10,7 +10,7 @@ import attrs
 from aiohttp import web
 from yarl import URL
 
-from ._state import Grant, Identity, Refusal, Registry
+from ._state import PS_PREFIX, Grant, Identity, Refusal, Registry
 from ._wire import (
     JSON,
     V2_SUCCESS,
@@ -36,6 +36,8 @@ _ALLOWED: Mapping[str, str] = {
 }
 _RESOURCE_PREFIXES = ("/ica/rest/api/", "/v1/")
 _API_KEY_REFRESH = "Refreshing the JWT is not possible if it has been created using an API-key."
+_NO_REFRESH = "The token is no longer able to be refreshed."  # the spec's 401 of console refresh
+_BOOLEANS = frozenset({"true", "false"})  # read case-insensitively, as the console does
 # Query parameters of POST /v1/tokens that become claims (scopes aside: a list).
 _CONSOLE_CLAIMS = (("clientId", "azp"), ("data", "session"), ("cwid", "cwid"), ("cid", "cid"))
 _JSON_BODY_TYPES = frozenset({"application/json", "text/json"})
@@ -162,19 +164,37 @@ class Endpoints:
         """
         return await self._handlers[endpoint](request, body)
 
-    def _authenticate(self, request: web.Request, *, jwt: bool, ps: bool, query_key: bool) -> Grant:
-        """Every credential presented must be valid; Authorization wins over an API key."""
+    def _authenticate(
+        self,
+        request: web.Request,
+        *,
+        jwt: bool = True,
+        ps: bool = True,
+        header_key: bool = False,
+        query_key: bool = False,
+        basic_key: bool = True,
+    ) -> Grant:
+        """Every credential presented must be valid; Authorization wins over an API key.
+
+        Args:
+            request: The request.
+            jwt: Whether a bearer JWT is accepted.
+            ps: Whether a bearer psToken is accepted.
+            header_key: Whether an ``X-API-Key`` header is read (elsewhere it is ignored).
+            query_key: Whether the obsolete ``api_key`` query parameter of v1 is read.
+            basic_key: Whether Basic may carry the API key (the console's "Basic with apiKey").
+        """
         grants: list[Grant] = []
-        key = request.headers.get("X-API-Key")
+        key = request.headers.get("X-API-Key") if header_key else None
         if key is None and query_key:
-            key = request.query.get("api_key")  # the OBSOLETE query parameter of v1
+            key = request.query.get("api_key")
         if key is not None:
             grants.append(self._registry.check_api_key(key))
         auth = _authorization(request)
         if auth is not None:
             scheme, credentials = auth
             if scheme == "basic":
-                grants.append(self._registry.check_basic(credentials))
+                grants.append(self._registry.check_basic(credentials, allow_key=basic_key))
             elif scheme == "bearer":
                 check = self._registry.check_bearer
                 grants.append(check(credentials, allow_jwt=jwt, allow_ps=ps))
@@ -193,11 +213,14 @@ class Endpoints:
         )
 
     async def _ica_create(self, request: web.Request, body: bytes) -> web.Response:
-        grant = self._authenticate(request, jwt=False, ps=True, query_key=False)
+        grant = self._authenticate(request, jwt=False, header_key=True, basic_key=False)
         tenant = request.query.get("tenant")
         if tenant is not None and tenant not in self._settings.tenants:
             raise Refusal(400, "The user is not a member of the given tenant.")
-        if not grant.identity.tenant:  # Basic: the user chooses among their tenants
+        if grant.identity.tenant:  # an API key or a psToken: bound to one tenant
+            if tenant is not None and tenant != grant.identity.tenant:
+                raise Refusal(403, "The credential belongs to another tenant than the one given.")
+        else:  # Basic: the user chooses among their tenants
             if tenant is None and len(self._settings.tenants) > 1:
                 raise Refusal(400, "The user has several tenants: give the tenant parameter.")
             grant = self._with_tenant(grant, tenant or self._settings.tenants[0])
@@ -210,11 +233,11 @@ class Endpoints:
         return json_response(200, {"token": self._mint(grant)}, V2_SUCCESS)
 
     async def _console_create(self, request: web.Request, body: bytes) -> web.Response:
-        grant = self._authenticate(request, jwt=True, ps=True, query_key=True)
+        grant = self._authenticate(request, header_key=True, query_key=True)
         query = request.query
-        session = query.getall("returnSessionToken", [])
-        if len(session) > 1 or any(v not in ("true", "false") for v in session):
-            raise Refusal(400, "returnSessionToken must be 'true' or 'false'.")
+        session = [v.lower() for v in query.getall("returnSessionToken", [])]
+        if len(session) > 1 or any(v not in _BOOLEANS for v in session):
+            raise Refusal(400, "returnSessionToken must be true or false.")
         scopes = query.getall("scopes", [])
         if len(scopes) > 1:
             raise Refusal(400, "scopes must be sent once, as one comma-separated value.")
@@ -237,8 +260,8 @@ class Endpoints:
         return json_response(201, {"access_token": token, "token_type": "Bearer"}, JSON)
 
     async def _console_details(self, request: web.Request, body: bytes) -> web.Response:
-        grant = self._registry.check_bearer(_bearer(request), allow_jwt=True, allow_ps=True)
-        tenant = grant.identity.tenant
+        grant = self._authenticate(request)
+        tenant = grant.identity.tenant or self._settings.tenants[0]  # Basic: the home tenant
         tenant_id = self._registry.tenant_ids[tenant]
         workgroup = str(grant.extra.get("cwid", self._registry.workgroup_id))
         acls = [f"tid:{tenant_id}", f"wid:{workgroup}"]
@@ -260,6 +283,13 @@ class Endpoints:
         return json_response(200, details, JSON)
 
     async def _console_refresh(self, request: web.Request, body: bytes) -> web.Response:
+        try:
+            self._authenticate(request)
+        except Refusal:
+            auth = _authorization(request)
+            if auth is not None and auth[0] == "bearer" and auth[1].startswith(PS_PREFIX):
+                raise Refusal(401, _NO_REFRESH) from None  # a psToken that has had its day
+            raise
         token = _access_token(request, body)
         new = self._registry.extend_session(
             token, self._settings.session_lifetime, rotate=self._settings.rotate_ps_tokens
@@ -267,6 +297,7 @@ class Endpoints:
         return json_response(201, {"access_token": new, "token_type": "psToken"}, JSON)
 
     async def _console_revoke(self, request: web.Request, body: bytes) -> web.Response:
+        self._authenticate(request)
         self._registry.revoke(_access_token(request, body))
         return empty_response(204)
 

@@ -76,7 +76,7 @@ class Fault:
         note that aiohttp retries an idempotent request once on a reused connection).
         ``"malformed"``: the endpoint's success status and content type, with truncated JSON.
         ``"html"``: 502 with a ``text/html`` gateway page, as a proxy in front would send.
-        ``"empty"``: `status` with an empty body.
+        ``"empty"``: `status` with an empty body and no ``Content-Type``.
         ``"hang"``: never answer; the request is dropped when the server closes.
 
     Attributes:

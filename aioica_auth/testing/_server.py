@@ -16,13 +16,16 @@ from aiohttp import web
 from ._endpoints import MALFORMED, Endpoints, family, refusal_response, route
 from ._faults import TOKEN_ENDPOINTS, Fault, FaultBook, RecordedRequest
 from ._state import Refusal, Registry
-from ._wire import HTML_502, JSON, PROBLEM, http_date, raw_response
+from ._wire import HTML_502, JSON, http_date, raw_response
 
 __all__ = ["LocalIcaServer"]
 
 _log = logging.getLogger("aioica_auth.testing")
 
 _SHUTDOWN_TIMEOUT = 1.0
+# How long past its exp a JWT is remembered (plus any resource_clock_lag): a resource whose
+# clock lags must still know it, and an expired one is refused as expired, not as unknown.
+_RETENTION = 300.0
 
 
 def _check_loopback(host: str) -> None:
@@ -56,6 +59,36 @@ class LocalIcaServer:
     while the server runs. Every answer carries a ``Date`` header from the server clock.
     ICA v2 answers are gzip-compressed when the client accepts gzip (as ICA does).
 
+    Authentication follows the specs' security schemes; where they are silent it gives
+    the answer a real service would, as written here:
+
+    - ICA v2 ``POST /api/tokens``: ``X-API-Key``, ``Basic base64(username:password)`` or a
+      bearer psToken. An API key or a psToken belongs to one tenant: ``tenant`` naming
+      another of the user's tenants is 403, one the user is not a member of 400 (also for
+      Basic). Basic picks the tenant from ``tenant``, which it needs with several tenants.
+      ``POST /api/tokens:refresh``: a bearer JWT that was not minted with an API key.
+    - Console v1, all four endpoints (the spec puts each under its Bearer and Basic
+      schemes): a bearer JWT or psToken, ``Basic base64(username:password)``, or "Basic
+      with apiKey", which the spec names but does not define: here the key as the user-id
+      with an empty password, ``Basic base64(<api key>:)`` (what ``curl -u <key>:`` and
+      libconsole's ``Configuration(username=<key>, password="")`` send). ``POST /v1/tokens``
+      also takes ``X-API-Key`` and the obsolete ``api_key`` query parameter; the other three
+      ignore ``X-API-Key``, so a key alone is 401 there. Missing or wrong credentials are a
+      401 ``ErrorResponse`` (``GET /v1/tokens/details``: an empty 401, as its spec has no
+      schema); on ``POST /v1/tokens:refresh`` a dead bearer psToken gets the spec's "The
+      token is no longer able to be refreshed.". The authorization is checked before the
+      body. Details for Basic username:password describe the user in the first tenant.
+      ``domain`` on ``POST /v1/tokens`` picks any of the user's tenants, whatever the
+      credential (the console spec ties no credential to a domain); another is 403.
+    - ``returnSessionToken`` is read case-insensitively (``true``, ``True``, ``TRUE``...), as
+      the console's model binding does; anything else is 400.
+
+    Its memory is bounded, as `serve` may run for days: a JWT it issued is forgotten 5
+    minutes (plus any positive `resource_clock_lag`) past its `exp`, a psToken session once it
+    has ended, and it keeps at most `max_tokens` JWTs and `max_tokens` sessions (the newest).
+    A forgotten JWT that has not expired, or a forgotten psToken, is refused as unknown (401).
+    `counts` and `statuses` still count every request.
+
     Secrets (API key, password, psTokens, JWTs) never appear in its logs (logger
     ``aioica_auth.testing``, endpoint names and statuses only), reprs or exceptions.
 
@@ -80,10 +113,11 @@ class LocalIcaServer:
             one then dies) instead of the same one.
         tenants: Tenant names of the test user; the API key belongs to the first.
         max_recorded: How many requests `requests` keeps (the newest); counters count all.
+        max_tokens: How many JWTs, and how many psToken sessions, it remembers at most.
 
     Raises:
-        ValueError: For a host that is not a loopback address, no tenants, or a negative or
-            zero lifetime.
+        ValueError: For a host that is not a loopback address, no tenants, a negative or
+            zero lifetime, or `max_tokens` below 1.
     """
 
     def __init__(
@@ -100,6 +134,7 @@ class LocalIcaServer:
         rotate_ps_tokens: bool = False,
         tenants: Sequence[str] = ("test-tenant",),
         max_recorded: int = 100_000,
+        max_tokens: int = 100_000,
     ) -> None:
         _check_loopback(host)
         if isinstance(tenants, str) or not tenants or len(set(tenants)) != len(tenants):
@@ -107,6 +142,9 @@ class LocalIcaServer:
             raise ValueError(msg)
         if not (lifetime > 0 and session_lifetime > 0 and latency >= 0):
             msg = "lifetime and session_lifetime must be positive, latency not negative"
+            raise ValueError(msg)
+        if max_tokens < 1:
+            msg = "max_tokens must be at least 1"
             raise ValueError(msg)
         self._host = host
         self._port = port
@@ -122,7 +160,12 @@ class LocalIcaServer:
         self.statuses: collections.Counter[tuple[str, int]] = collections.Counter()
         # Bounded: `aioica-auth serve` may run for days under load.
         self.requests: collections.deque[RecordedRequest] = collections.deque(maxlen=max_recorded)
-        self._registry = Registry(clock=self.now, tenants=self.tenants)
+        self._registry = Registry(
+            clock=self.now,
+            tenants=self.tenants,
+            max_tokens=max_tokens,
+            retention=lambda: _RETENTION + max(0.0, self.resource_clock_lag),
+        )
         self._faults = FaultBook()
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
@@ -429,11 +472,8 @@ class LocalIcaServer:
         if fault.kind == "html":
             return raw_response(502, HTML_502.encode(), "text/html")
         if fault.kind == "empty":
-            if fault.status < 400:
-                ctype = MALFORMED.get(endpoint, (200, JSON, b""))[1]
-            else:
-                ctype = PROBLEM if family(endpoint, request.path) == "ica" else JSON
-            return raw_response(fault.status, b"", ctype)
+            # No Content-Type: a zero-length body is no JSON, so claiming one would be a lie.
+            return raw_response(fault.status, b"", None)
         if fault.kind == "hang":
             await self._until_closing(None)
         return None  # "drop", and "hang" once the server closes

@@ -1,4 +1,11 @@
-"""What the local server knows: its user, tenants, issued JWTs and psToken sessions."""
+"""What the local server knows: its user, tenants, issued JWTs and psToken sessions.
+
+Both registries are bounded, since `aioica-auth serve` may run for days: JWTs are forgotten
+`retention()` seconds after their `exp` and psToken sessions when they end (swept every time the
+registries have doubled since the last sweep, so the cost per token stays constant), and each
+registry keeps at most `max_tokens` entries, forgetting the oldest first. A forgotten JWT that
+has not yet expired is refused as one this server never issued.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +15,17 @@ import hmac
 import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
 from ._jwt import decode_verified, make_jwt, tenant_tid
 
-__all__ = ["Grant", "Identity", "Refusal", "Registry"]
+__all__ = ["PS_PREFIX", "Grant", "Identity", "Refusal", "Registry"]
 
-_PS_PREFIX = "ps."
+PS_PREFIX = "ps."  #: How psTokens made here begin (JWTs never do).
+_SWEEP_MIN = 1024  # no sweep below this many entries: small tests never see one
+_Entry = TypeVar("_Entry")
 
 
 class Refusal(Exception):
@@ -56,11 +65,28 @@ class _Session:
 
 
 @attrs.define
+class _Issued:
+    grant: Grant
+    expires_at: float
+    revoked: bool = False
+
+
+def _no_retention() -> float:
+    return 0.0
+
+
+@attrs.define
 class Registry:
-    """Credentials, issued JWTs (by `jti`), revocations and psToken sessions."""
+    """Credentials, issued JWTs (by `jti`, revocations marked there) and psToken sessions.
+
+    `max_tokens` bounds each of `issued` and `sessions`; `retention()` is how long past its
+    `exp` a JWT is remembered (so a resource whose clock lags still knows it).
+    """
 
     clock: Callable[[], float]
     tenants: Sequence[str]
+    max_tokens: int = 100_000
+    retention: Callable[[], float] = _no_retention
     username: str = "user@example.org"
     api_key: str = attrs.field(factory=lambda: "test-apikey-" + secrets.token_hex(16))
     password: str = attrs.field(factory=lambda: secrets.token_urlsafe(18))
@@ -68,9 +94,9 @@ class Registry:
     workgroup_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
     key: str = attrs.field(factory=lambda: secrets.token_urlsafe(48))
     tenant_ids: dict[str, str] = attrs.field(factory=dict)
-    issued: dict[str, Grant] = attrs.field(factory=dict)
-    revoked: set[str] = attrs.field(factory=set)
+    issued: dict[str, _Issued] = attrs.field(factory=dict)
     sessions: dict[str, _Session] = attrs.field(factory=dict)
+    _sweep_at: int = attrs.field(default=_SWEEP_MIN, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.tenant_ids = {name: str(uuid.uuid4()) for name in self.tenants}
@@ -86,17 +112,23 @@ class Registry:
             raise Refusal(401, "The API key is not valid.")
         return Grant(Identity(self.user_id, self.tenants[0]), refreshable=False)
 
-    def check_basic(self, encoded: str) -> Grant:
-        """The grant of ``Basic base64(username:password)``; the tenant is left open."""
+    def check_basic(self, encoded: str, *, allow_key: bool = False) -> Grant:
+        """The grant of ``Basic base64(username:password)``; the tenant is left open.
+
+        With `allow_key` (the console's "Basic with apiKey"), ``Basic base64(<api key>:)``,
+        the key as the user-id with an empty password, is the API key's grant.
+        """
         try:
             user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise Refusal(401, "The Basic credentials are malformed.") from None
         good_user = hmac.compare_digest(user.encode(), self.username.encode())
         good_password = hmac.compare_digest(password.encode(), self.password.encode())
-        if not (sep and good_user and good_password):
-            raise Refusal(401, "The username or password is not valid.")
-        return Grant(Identity(self.user_id, ""), refreshable=True)
+        if sep and good_user and good_password:
+            return Grant(Identity(self.user_id, ""), refreshable=True)
+        if allow_key and sep and not password:
+            return self.check_api_key(user)
+        raise Refusal(401, "The username or password is not valid.")
 
     def check_session(self, ps_token: str) -> Grant:
         """The grant of a live psToken."""
@@ -112,10 +144,10 @@ class Registry:
             Refusal: 401 when the token is foreign, forged, revoked, expired or not yet valid.
         """
         claims = decode_verified(token, self.key)
-        grant = None if claims is None else self.issued.get(str(claims.get("jti")))
-        if claims is None or grant is None:
+        if claims is None:
             raise Refusal(401, "The JWT was not issued by this server.")
-        if claims["jti"] in self.revoked:
+        entry = self.issued.get(str(claims.get("jti")))
+        if entry is not None and entry.revoked:
             raise Refusal(401, "The JWT has been revoked.")
         at = self.clock() - lag
         nbf, exp = claims.get("nbf"), claims.get("exp")
@@ -123,13 +155,15 @@ class Registry:
             raise Refusal(401, "The JWT is not valid yet (nbf).")
         if isinstance(exp, int | float) and at >= exp:
             raise Refusal(401, "The JWT has expired.")
-        return grant
+        if entry is None:  # signed here, but forgotten (see the module docstring)
+            raise Refusal(401, "The JWT was not issued by this server.")
+        return entry.grant
 
     def check_bearer(self, token: str, *, allow_jwt: bool, allow_ps: bool) -> Grant:
         """The grant of a bearer token of the allowed kinds."""
-        if allow_ps and token.startswith(_PS_PREFIX):
+        if allow_ps and token.startswith(PS_PREFIX):
             return self.check_session(token)
-        if allow_jwt and token.count(".") == 2 and not token.startswith(_PS_PREFIX):
+        if allow_jwt and token.count(".") == 2 and not token.startswith(PS_PREFIX):
             # The token service judges its own JWTs without nbf: it issued them on its own
             # clock. Expiry and revocation still count.
             return self.check_jwt(token, check_nbf=False)
@@ -168,13 +202,13 @@ class Registry:
             claims=claims,
             key=self.key,
         )
-        self.issued[jti] = attrs.evolve(grant, extra=extra)
+        self._remember(self.issued, jti, _Issued(attrs.evolve(grant, extra=extra), iat + lifetime))
         return token
 
     def open_session(self, grant: Grant, lifetime: float) -> str:
         """Start a psToken session for `grant` lasting `lifetime` seconds."""
-        token = _PS_PREFIX + secrets.token_urlsafe(32)
-        self.sessions[token] = _Session(grant.identity, self.clock() + lifetime)
+        token = PS_PREFIX + secrets.token_urlsafe(32)
+        self._remember(self.sessions, token, _Session(grant.identity, self.clock() + lifetime))
         return token
 
     def live_session(self, ps_token: str) -> _Session | None:
@@ -195,11 +229,9 @@ class Registry:
         if session is None:
             raise Refusal(401, "The token is no longer able to be refreshed.")
         session.expires_at = self.clock() + lifetime
-        if not rotate:
-            return ps_token
-        del self.sessions[ps_token]
-        new = _PS_PREFIX + secrets.token_urlsafe(32)
-        self.sessions[new] = session
+        del self.sessions[ps_token]  # re-inserted last: the oldest are forgotten first
+        new = PS_PREFIX + secrets.token_urlsafe(32) if rotate else ps_token
+        self._remember(self.sessions, new, session)
         return new
 
     def revoke(self, token: str) -> None:
@@ -207,9 +239,27 @@ class Registry:
         if self.sessions.pop(token, None) is not None:
             return
         claims = decode_verified(token, self.key)
-        if claims is not None and "jti" in claims:
-            self.revoked.add(str(claims["jti"]))
+        entry = None if claims is None else self.issued.get(str(claims.get("jti")))
+        if entry is not None:
+            entry.revoked = True  # remembered until the JWT is forgotten, after its exp
 
     def expire_session(self, ps_token: str) -> None:
         """End a psToken session as if its time had run out."""
         self.sessions.pop(ps_token, None)
+
+    # -- bounds ----------------------------------------------------------------------------
+
+    def _remember(self, registry: dict[str, _Entry], name: str, entry: _Entry) -> None:
+        registry[name] = entry
+        while len(registry) > self.max_tokens:
+            del registry[next(iter(registry))]  # insertion order: the oldest first
+        if len(self.issued) + len(self.sessions) >= self._sweep_at:
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Forget JWTs `retention()` seconds past their `exp`, and psToken sessions that ended."""
+        now = self.clock()
+        cutoff = now - max(0.0, self.retention())
+        self.issued = {k: v for k, v in self.issued.items() if v.expires_at > cutoff}
+        self.sessions = {k: v for k, v in self.sessions.items() if v.expires_at > now}
+        self._sweep_at = max(_SWEEP_MIN, 2 * (len(self.issued) + len(self.sessions)))
