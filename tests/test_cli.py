@@ -550,7 +550,9 @@ async def test_run_demo_small() -> None:
     assert result.auth_failures == 0
     assert result.requests > 100
     assert result.mints >= 2
-    assert result.token_calls == {"ica.create": result.mints}
+    # One more request than mints when aclose() cancelled a renewal under way at the end.
+    assert set(result.token_calls) == {"ica.create"}
+    assert result.mints <= result.token_calls["ica.create"] <= result.mints + 1
     assert len(result.timeline) == result.mints
     assert sum(u.requests for u in result.timeline) == result.requests
     assert result.latency_p50 is not None
