@@ -54,6 +54,13 @@ __all__ = ["Lifecycle", "ManagerStats", "TokenManager"]
 logger = logging.getLogger("aioica_auth")
 
 
+class _Again(enum.Enum):
+    AGAIN = "again"
+
+
+_AGAIN = _Again.AGAIN
+
+
 class Lifecycle(enum.Enum):
     """A manager's life: built, bound to a loop and serving, closed."""
 
@@ -244,8 +251,7 @@ class TokenManager:
         if lease is not None:
             return lease.headers
         # A storm's waiters park right here, with no coroutine of their own.
-        self._counts["waits"] += 1
-        deadline = self._clock.monotonic() + self._policy.acquire_timeout
+        deadline = self._deadline()
         joined = self._join_plain(min_validity, deadline)
         if joined is not None:
             renewal, waiter = joined
@@ -263,7 +269,7 @@ class TokenManager:
         lease = self._hot_lease
         if lease is not None and min_validity is None:
             return lease.token
-        lease = self._ready(min_validity) or await self._wait(min_validity)
+        lease = self._ready(min_validity) or await self._wait(min_validity, self._deadline())
         return lease.token
 
     @property
@@ -372,7 +378,7 @@ class TokenManager:
         lease = self._hot_lease
         if lease is not None:
             return lease
-        return self._ready(None) or await self._wait(None)
+        return self._ready(None) or await self._wait(None, self._deadline())
 
     def current(self) -> Lease | None:
         """The lease in use now, without waiting."""
@@ -467,14 +473,15 @@ class TokenManager:
         waiter = renewal.flight.park(deadline)
         return None if waiter is None else (renewal, waiter)
 
-    async def _wait(self, min_validity: float | None, deadline: float | None = None) -> Lease:
-        """Wait for the one renewal (starting it if needed), until `deadline` (by default
-        acquire_timeout from now; a caller that passes it has counted its wait)."""
+    def _deadline(self) -> float:
+        """Count a wait, and return when it must end (acquire_timeout from now)."""
+        self._counts["waits"] += 1
+        return self._clock.monotonic() + self._policy.acquire_timeout
+
+    async def _wait(self, min_validity: float | None, deadline: float) -> Lease:
+        """Wait for the one renewal (starting it if needed), until `deadline`."""
         renewal = self._renewal  # set by _ready(), which always runs first
         assert renewal is not None
-        if deadline is None:
-            self._counts["waits"] += 1
-            deadline = self._clock.monotonic() + self._policy.acquire_timeout
         first = self._lease
         while True:
             lease = self._lease
@@ -483,24 +490,36 @@ class TokenManager:
             if self._lifecycle is Lifecycle.CLOSED:
                 msg = "this TokenManager was closed while waiting for a token"
                 raise RuntimeError(msg)
-            joined = renewal.join(deadline)
-            if isinstance(joined, asyncio.Future):
-                try:
-                    await joined  # parked on a future of our own, never on the task
-                finally:
-                    renewal.flight.unpark(joined)
-                result = renewal.outcome()
-                if result is None:
-                    continue  # woken by the deadline timer: re-judged at the top
-                if result is self._lease:  # just adopted: as fresh as it gets
-                    return self._served(result, min_validity)
-            else:
-                await asyncio.sleep(0)  # an answer at once: still yield, then act on it
-                result = joined
-                if result is None:  # the deadline passed with the renewal still under way
-                    return self._fallback(self._lease, renewal.backoff.last, in_flight=True)
+            hold = self._nbf_hold(lease, deadline)
+            if hold is not None:  # valid soon (its nbf): wait for that, not for a renewal
+                await asyncio.sleep(hold)
+                if (ready := self._ready(min_validity)) is not None:
+                    return ready
+                continue
+            result = await self._renewed(renewal, deadline)
+            if result is _AGAIN:
+                continue  # woken before the renewal landed: re-judged at the top
+            if result is None:  # the deadline passed with the renewal still under way
+                return self._fallback(self._lease, renewal.backoff.last, in_flight=True)
+            if result is self._lease:  # just adopted: as fresh as it gets
+                return self._served(result, min_validity)
             if isinstance(result, IcaError) and (kept := self._failed(result, deadline)):
                 return kept
+
+    @staticmethod
+    async def _renewed(renewal: Renewal, deadline: float) -> Lease | IcaError | _Again | None:
+        """Join the renewal and wait for it: its lease or failure, `_AGAIN` if woken before it
+        landed, None once `deadline` has passed with it still under way."""
+        joined = renewal.join(deadline)
+        if isinstance(joined, asyncio.Future):
+            try:
+                await joined  # parked on a future of our own, never on the task
+            finally:
+                renewal.flight.unpark(joined)
+            result = renewal.outcome()
+            return _AGAIN if result is None else result
+        await asyncio.sleep(0)  # an answer at once: still yield, then act on it
+        return joined
 
     def _failed(self, error: IcaError, deadline: float) -> Lease | None:
         """After a failed renewal: the lease to serve, the error raised, or None to retry."""
@@ -511,6 +530,16 @@ class TokenManager:
         if classify(error) is Severity.PERMANENT or self._renewal.outwaits(deadline):
             return self._fallback(lease, error)
         return None
+
+    def _nbf_hold(self, lease: Lease | None, deadline: float) -> float | None:
+        """Seconds until a not-yet-valid lease becomes valid, if that is before `deadline`."""
+        if lease is None:
+            return None
+        now = lease.now(self._clock)
+        valid_from = lease.timing.valid_from
+        if lease.state(now) is not TokenState.NOT_YET_VALID or valid_from >= deadline:
+            return None
+        return valid_from - now
 
     def _served(self, lease: Lease, min_validity: float | None) -> Lease:
         """A renewed lease for a waiter: as good as it gets, even if short of min_validity."""

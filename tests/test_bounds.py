@@ -476,3 +476,18 @@ async def test_a_suspend_of_3_hours_is_noticed_within_seconds(
     assert any(
         r.levelno == logging.WARNING and "machine slept" in r.message for r in caplog.records
     )
+
+
+async def test_given_jwt_not_yet_valid_is_waited_for_not_renewed(server: LocalIcaServer) -> None:
+    """A given JWT whose nbf is half a second ahead: headers() waits for the nbf and returns
+    it, with no refresh request (the old code renewed at once)."""
+    from aioica_auth import Jwt
+    from aioica_auth.testing import make_jwt
+
+    now = time.time()
+    value = make_jwt(issued_at=now, not_before=now + 0.5, include_exp=False)
+    async with ica(server, Jwt(value)) as m:
+        started = time.monotonic()
+        assert (await m.headers())["Authorization"] == "Bearer " + value
+        assert 0.3 <= time.monotonic() - started < 2.0
+    assert server.counts["ica.refresh"] == 0
