@@ -47,18 +47,19 @@ def _key_file(path: str) -> tuple[Credential, str]:
             msg = f"cannot read --x-api-key-file {path}: {why}"
             raise UsageError(msg) from None
         where = f"--x-api-key-file {path}"
-        note = _private_file_note(Path(path))
-        if note is not None:
-            _warn(note.message)
     key = text.strip()
     if not key:
         msg = f"{where} is empty"
         raise UsageError(msg)
     try:
-        return ApiKey(key), where
+        credential = ApiKey(key)
     except ValueError as exc:  # names the field, never the value
         msg = f"{where}: {exc}"
         raise UsageError(msg) from None
+    note = None if path == "-" else _private_file_note(Path(path))
+    if note is not None:
+        _warn(note.message)
+    return credential, where
 
 
 def _given_base_url(args: argparse.Namespace, *, console: bool) -> tuple[str, str] | None:
