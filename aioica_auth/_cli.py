@@ -1,7 +1,7 @@
 """The `aioica-auth` command line (also `python -m aioica_auth`): run a command, report once.
 
-The CLI is split by concern: `_cli_parser` (the parser and the check that keeps secrets off
-argv), `_discovery` (credentials, shared with `TokenManager.from_environment`),
+The CLI is split by concern: `_cli_parser` (the parser), `_cli_argv` (the check that keeps
+secrets off argv), `_discovery` (credentials, shared with `TokenManager.from_environment`),
 `_cli_commands` (token, whoami, details), `_cli_decode` (decode, offline), `_cli_serve` and
 `_cli_demo*` (the local server and the demo, imported only when they run: importing this
 module loads neither `aioica_auth.testing` nor `aiohttp.web`).
@@ -21,9 +21,10 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
+from ._cli_argv import check_argv
 from ._cli_commands import details_command, token_command, whoami_command
 from ._cli_decode import decode_command, describe_validity, human_duration
-from ._cli_parser import PROG, Failure, Parser, UsageError, build_parser, check_argv
+from ._cli_parser import PROG, Failure, Parser, UsageError, build_parser
 from ._errors import IcaError
 
 __all__ = [

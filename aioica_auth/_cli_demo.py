@@ -13,16 +13,15 @@ import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
-import attrs
 
-from ._cli_demo_result import DemoProgress, DemoResult, TokenUse, latency_stats
-from ._credentials import ApiKey, fingerprint
+from ._cli_demo_result import DemoProgress, DemoResult, Run, demo_result
+from ._credentials import ApiKey
 from ._errors import IcaError
-from ._manager import ManagerStats, TokenManager
+from ._manager import TokenManager
 from ._token import Token
 
 if TYPE_CHECKING:
@@ -35,58 +34,6 @@ __all__ = ["FAULT_RATE_5XX", "FAULT_RATE_429", "run_demo"]
 FAULT_RATE_5XX = 0.3
 FAULT_RATE_429 = 0.1
 _REQUEST_TIMEOUT = 30.0
-
-
-@attrs.define
-class _Run:
-    """Mutable counters shared by the tasks of one run (one event loop, no locks needed)."""
-
-    start: float
-    stopping: bool = False
-    requests: int = 0
-    auth_failures: int = 0
-    statuses: Counter[int] = attrs.Factory(Counter)
-    errors: Counter[str] = attrs.Factory(Counter)
-    latencies: list[float] = attrs.Factory(list)  # headers() after each task's first call
-    first_latencies: list[float] = attrs.Factory(list)  # each task's first headers() call
-    # authorization sent -> [requests answered, first answer, last answer]
-    uses: dict[str, list[float]] = attrs.Factory(dict)
-    # (received, authorization, fingerprint, lifetime, how)
-    events: list[tuple[float, str, str, float | None, str]] = attrs.Factory(list)
-    seen_mints: int = 0
-
-    def since_start(self) -> float:
-        """Seconds since the run started."""
-        return time.perf_counter() - self.start
-
-    def note_token(self, token: Token, mints: int) -> None:
-        """`on_token`: the manager got `token`, having minted `mints` tokens so far."""
-        how = "minted" if mints > self.seen_mints else "refreshed"
-        self.seen_mints = mints
-        self.events.append(
-            (self.since_start(), token.authorization, token.fingerprint, token.lifetime, how)
-        )
-
-    def note_answer(self, status: int, auth: str) -> None:
-        """The resource answered `status` to a request sent with the `auth` header."""
-        now = self.since_start()
-        use = self.uses.get(auth)
-        if use is None:
-            self.uses[auth] = [1, now, now]
-        else:
-            use[0] += 1
-            use[2] = now
-        self.requests += 1
-        self.statuses[status] += 1
-        if status == 401:
-            self.auth_failures += 1
-        elif status != 200:
-            self.errors[f"HTTP {status}"] += 1
-
-    def finish(self) -> float:
-        """Tell the tasks to stop; return the seconds they ran."""
-        self.stopping = True
-        return self.since_start()
 
 
 def _check(name: str, value: float, *, minimum: float, strict: bool) -> None:
@@ -113,7 +60,7 @@ def _check_settings(
     _check("latency", latency, minimum=0, strict=False)
 
 
-def _demo_manager(srv: LocalIcaServer, run: _Run) -> TokenManager:
+def _demo_manager(srv: LocalIcaServer, run: Run) -> TokenManager:
     """A manager for the API key of `srv` that reports each token it gets to `run`."""
     manager: TokenManager
 
@@ -135,7 +82,7 @@ def _demo_session(manager: TokenManager, connections: int) -> aiohttp.ClientSess
     )
 
 
-async def _timed_headers(run: _Run, manager: TokenManager, *, first: bool) -> bool:
+async def _timed_headers(run: Run, manager: TokenManager, *, first: bool) -> bool:
     """Time one `manager.headers()` (a task's `first` call apart: it waits for the first
     mint); on an error, count it, pause briefly, return False."""
     t0 = time.perf_counter()
@@ -150,7 +97,7 @@ async def _timed_headers(run: _Run, manager: TokenManager, *, first: bool) -> bo
 
 
 async def _get_resource(
-    run: _Run, session: aiohttp.ClientSession, url: str, turns: asyncio.Semaphore
+    run: Run, session: aiohttp.ClientSession, url: str, turns: asyncio.Semaphore
 ) -> tuple[int, str] | None:
     """GET `url` in turn: its status and the Authorization sent; None (counted) on an error."""
     try:
@@ -164,7 +111,7 @@ async def _get_resource(
 
 
 async def _worker(
-    run: _Run,
+    run: Run,
     manager: TokenManager,
     session: aiohttp.ClientSession,
     url: str,
@@ -182,7 +129,7 @@ async def _worker(
 
 
 async def _report(
-    run: _Run,
+    run: Run,
     manager: TokenManager,
     progress: Callable[[DemoProgress], object],
     interval: float,
@@ -310,7 +257,7 @@ async def run_demo(
 
     stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
-    run = _Run(start=time.perf_counter())
+    run = Run(start=time.perf_counter())
 
     async with LocalIcaServer(lifetime=lifetime, latency=latency) as srv:
         if faults:
@@ -346,65 +293,7 @@ async def run_demo(
         token_answers = _token_answers(srv)
         server_401s = srv.statuses["resource", 401]
 
-    return _result(
+    return demo_result(
         settings, run, elapsed=elapsed, interrupted=interrupted, crashed=crashed, stats=stats,
         server=(token_calls, token_answers, server_401s),
     )  # fmt: skip
-
-
-def _result(
-    settings: Mapping[str, Any],
-    run: _Run,
-    *,
-    elapsed: float,
-    interrupted: bool,
-    crashed: int,
-    stats: ManagerStats,
-    server: tuple[dict[str, int], dict[int, int], int],
-) -> DemoResult:
-    """The measurements of a finished run."""
-    token_calls, token_answers, server_401s = server
-    first = latency_stats(run.first_latencies, "first_call")
-    steady = latency_stats(run.latencies)
-    return DemoResult(
-        **settings,
-        elapsed=elapsed,
-        interrupted=interrupted,
-        requests=run.requests,
-        statuses=dict(run.statuses),
-        auth_failures=run.auth_failures,
-        other_errors=dict(run.errors),
-        crashed=crashed,
-        token_calls=token_calls,
-        token_answers=token_answers,
-        server_401s=server_401s,
-        mints=stats.mints,
-        refreshes=stats.refreshes,
-        failures=stats.failures,
-        waits=stats.waits,
-        invalidations=stats.invalidations,
-        first_calls=len(run.first_latencies),
-        first_call_p50=first["first_call_p50"],
-        first_call_max=first["first_call_max"],
-        headers_calls=len(run.latencies),
-        latency_p50=steady["latency_p50"],
-        latency_p99=steady["latency_p99"],
-        latency_max=steady["latency_max"],
-        timeline=_timeline(run),
-    )
-
-
-def _timeline(run: _Run) -> tuple[TokenUse, ...]:
-    uses = dict(run.uses)
-    out: list[TokenUse] = []
-    for received, auth, fp, life, how in run.events:
-        use = uses.pop(auth, None)
-        if use is None:
-            out.append(TokenUse(fp, how, received, life, 0, None, None))
-        else:
-            out.append(TokenUse(fp, how, received, life, int(use[0]), use[1], use[2]))
-    for auth, (count, first, last) in uses.items():  # used before on_token reported it
-        fp = fingerprint(auth.removeprefix("Bearer "))
-        out.append(TokenUse(fp, "unseen", None, None, int(count), first, last))
-    out.sort(key=lambda u: u.received if u.received is not None else u.first_used or 0.0)
-    return tuple(out)

@@ -1,4 +1,5 @@
-"""What a demo run measured (`DemoResult`, `TokenUse`, `DemoProgress`) and its statistics.
+"""What a demo run measures: the counters its tasks share (`Run`), and what is reported
+(`DemoResult`, `TokenUse`, `DemoProgress`) with its statistics.
 
 Shared by the run (`_cli_demo`) and its display (`_cli_demo_display`); imports neither.
 """
@@ -6,12 +7,27 @@ Shared by the run (`_cli_demo`) and its display (`_cli_demo_display`); imports n
 from __future__ import annotations
 
 import math
+import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
-__all__ = ["DemoProgress", "DemoResult", "TokenUse", "latency_stats", "percentile"]
+from ._credentials import fingerprint
+from ._manager import ManagerStats
+from ._token import Token
+
+__all__ = [
+    "DemoProgress",
+    "DemoResult",
+    "Run",
+    "TokenUse",
+    "demo_result",
+    "latency_stats",
+    "percentile",
+    "timeline",
+]
 
 
 @attrs.frozen
@@ -135,3 +151,113 @@ def latency_stats(latencies: list[float], prefix: str = "latency") -> dict[str, 
         f"{prefix}_p99": percentile(latencies, 0.99),
         f"{prefix}_max": latencies[-1] if latencies else None,
     }
+
+
+@attrs.define
+class Run:
+    """Mutable counters shared by the tasks of one run (one event loop, no locks needed)."""
+
+    start: float
+    stopping: bool = False
+    requests: int = 0
+    auth_failures: int = 0
+    statuses: Counter[int] = attrs.Factory(Counter)
+    errors: Counter[str] = attrs.Factory(Counter)
+    latencies: list[float] = attrs.Factory(list)  # headers() after each task's first call
+    first_latencies: list[float] = attrs.Factory(list)  # each task's first headers() call
+    # authorization sent -> [requests answered, first answer, last answer]
+    uses: dict[str, list[float]] = attrs.Factory(dict)
+    # (received, authorization, fingerprint, lifetime, how)
+    events: list[tuple[float, str, str, float | None, str]] = attrs.Factory(list)
+    seen_mints: int = 0
+
+    def since_start(self) -> float:
+        """Seconds since the run started."""
+        return time.perf_counter() - self.start
+
+    def note_token(self, token: Token, mints: int) -> None:
+        """`on_token`: the manager got `token`, having minted `mints` tokens so far."""
+        how = "minted" if mints > self.seen_mints else "refreshed"
+        self.seen_mints = mints
+        self.events.append(
+            (self.since_start(), token.authorization, token.fingerprint, token.lifetime, how)
+        )
+
+    def note_answer(self, status: int, auth: str) -> None:
+        """The resource answered `status` to a request sent with the `auth` header."""
+        now = self.since_start()
+        use = self.uses.get(auth)
+        if use is None:
+            self.uses[auth] = [1, now, now]
+        else:
+            use[0] += 1
+            use[2] = now
+        self.requests += 1
+        self.statuses[status] += 1
+        if status == 401:
+            self.auth_failures += 1
+        elif status != 200:
+            self.errors[f"HTTP {status}"] += 1
+
+    def finish(self) -> float:
+        """Tell the tasks to stop; return the seconds they ran."""
+        self.stopping = True
+        return self.since_start()
+
+
+def demo_result(
+    settings: Mapping[str, Any],
+    run: Run,
+    *,
+    elapsed: float,
+    interrupted: bool,
+    crashed: int,
+    stats: ManagerStats,
+    server: tuple[dict[str, int], dict[int, int], int],
+) -> DemoResult:
+    """The measurements of a finished run."""
+    token_calls, token_answers, server_401s = server
+    first = latency_stats(run.first_latencies, "first_call")
+    steady = latency_stats(run.latencies)
+    return DemoResult(
+        **settings,
+        elapsed=elapsed,
+        interrupted=interrupted,
+        requests=run.requests,
+        statuses=dict(run.statuses),
+        auth_failures=run.auth_failures,
+        other_errors=dict(run.errors),
+        crashed=crashed,
+        token_calls=token_calls,
+        token_answers=token_answers,
+        server_401s=server_401s,
+        mints=stats.mints,
+        refreshes=stats.refreshes,
+        failures=stats.failures,
+        waits=stats.waits,
+        invalidations=stats.invalidations,
+        first_calls=len(run.first_latencies),
+        first_call_p50=first["first_call_p50"],
+        first_call_max=first["first_call_max"],
+        headers_calls=len(run.latencies),
+        latency_p50=steady["latency_p50"],
+        latency_p99=steady["latency_p99"],
+        latency_max=steady["latency_max"],
+        timeline=timeline(run),
+    )
+
+
+def timeline(run: Run) -> tuple[TokenUse, ...]:
+    uses = dict(run.uses)
+    out: list[TokenUse] = []
+    for received, auth, fp, life, how in run.events:
+        use = uses.pop(auth, None)
+        if use is None:
+            out.append(TokenUse(fp, how, received, life, 0, None, None))
+        else:
+            out.append(TokenUse(fp, how, received, life, int(use[0]), use[1], use[2]))
+    for auth, (count, first, last) in uses.items():  # used before on_token reported it
+        fp = fingerprint(auth.removeprefix("Bearer "))
+        out.append(TokenUse(fp, "unseen", None, None, int(count), first, last))
+    out.sort(key=lambda u: u.received if u.received is not None else u.first_used or 0.0)
+    return tuple(out)
