@@ -805,10 +805,13 @@ async def test_token_server_url_from_environment(
     ],
 )
 def test_endpoint_flags_refused(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+    argv: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """--region without --console, a region that is no region, two API roots: exit 2."""
-    os.environ["ICAV2_X_API_KEY"] = SECRET  # undone by the autouse fixture
+    monkeypatch.setenv("ICAV2_X_API_KEY", SECRET)
     assert main(argv) == 2
     assert message in capsys.readouterr().err
 
