@@ -1,11 +1,13 @@
 """Asyncio token lifecycle for Illumina ICA v2 and the Illumina platform console v1.
 
 Mint, refresh and share bearer tokens across thousands of tasks with one request per refresh,
-and never put a secret in a log. Start with `TokenManager.for_ica(ApiKey(...))`.
+and never put a secret in a log. Start with `TokenManager.from_environment()` (the
+credentials of the icav2 CLI and `ICAV2_*` variables) or `TokenManager.for_ica(ApiKey(...))`.
 """
 
 from ._console import CONSOLE_BASE_URL, ConsoleTokenApi
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
+from ._discovery import DiscoveredCredentials, discover_credentials
 from ._errors import (
     ApiError,
     BadRequestError,
@@ -35,6 +37,7 @@ __all__ = [
     "BadRequestError",
     "BasicAuth",
     "ConsoleTokenApi",
+    "DiscoveredCredentials",
     "Domain",
     "ErrorResponse",
     "ForbiddenError",
@@ -59,4 +62,5 @@ __all__ = [
     "UnauthorizedError",
     "Workgroup",
     "__version__",
+    "discover_credentials",
 ]

@@ -1,331 +1,39 @@
-"""The commands that run the local server: `aioica-auth serve` and `aioica-auth demo`.
+"""`aioica-auth demo`, the run: many tasks through one manager's middleware, in-process.
 
-`run_demo` starts the local ICA-compatible server in-process with short-lived tokens, runs many
-tasks through `aiohttp.ClientSession(middlewares=(manager.middleware,))` against its protected
-resource, and returns a `DemoResult`; `format_summary` renders that as the closing table. Both
-are plain functions so tests can call them with small numbers. `serve_command` and
-`demo_command` are what the CLI runs.
+`run_demo` starts the local ICA-compatible server with short-lived tokens, runs many tasks
+through `aiohttp.ClientSession(middlewares=(manager.middleware,))` against its protected
+resource, and returns a `DemoResult` (`_cli_demo_result`); `_cli_demo_display` shows it. A
+plain function, so tests can call it with small numbers. The local server (and so
+`aiohttp.web`) is imported only when a run starts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
-import attrs
 
-from ._cli_serve import _on_signals
-from ._credentials import ApiKey, fingerprint
+from ._cli_demo_result import DemoProgress, DemoResult, Run, demo_result
+from ._credentials import ApiKey
 from ._errors import IcaError
 from ._manager import TokenManager
 from ._token import Token
-from .testing._faults import TOKEN_ENDPOINTS
 
 if TYPE_CHECKING:
     from .testing import LocalIcaServer
 
-__all__ = [
-    "DemoProgress",
-    "DemoResult",
-    "TokenUse",
-    "demo_command",
-    "format_latency",
-    "format_progress",
-    "format_summary",
-    "percentile",
-    "run_demo",
-]
+__all__ = ["FAULT_RATE_5XX", "FAULT_RATE_429", "run_demo"]
 
 
 # `--faults`: bursts of 5xx and 429 (Retry-After: 1) on the mint endpoint, at random.
 FAULT_RATE_5XX = 0.3
 FAULT_RATE_429 = 0.1
-_TIMELINE_LINES = 20  # the text timeline shows the first and last tokens beyond this
 _REQUEST_TIMEOUT = 30.0
-
-
-@attrs.frozen
-class TokenUse:
-    """One token of the run: when the manager got it and how many requests it served.
-
-    Times are seconds since the start of the run.
-    """
-
-    fingerprint: str
-    how: str  # "minted", "refreshed", or "unseen" (used, but on_token had not reported it)
-    received: float | None
-    lifetime: float | None
-    requests: int
-    first_used: float | None
-    last_used: float | None
-
-
-@attrs.frozen
-class DemoProgress:
-    """A snapshot for the live progress line."""
-
-    elapsed: float
-    duration: float
-    requests: int
-    mints: int
-    refreshes: int
-    auth_failures: int
-    waits: int
-
-
-@attrs.frozen(kw_only=True)
-class DemoResult:
-    """What a demo run measured.
-
-    Attributes:
-        tasks, duration, lifetime, latency, faults, connections: The settings.
-        elapsed: Seconds the tasks ran.
-        interrupted: Whether the run was stopped early (Ctrl-C).
-        requests: Resource GETs the tasks completed (any status).
-        statuses: Their statuses, as the tasks saw them.
-        auth_failures: 401s that reached a task (the middleware could not recover).
-        other_errors: Everything else that went wrong for a task, by kind.
-        crashed: Tasks that died of an unexpected exception.
-        token_calls: Requests per token endpoint, as the server counted them.
-        token_answers: Statuses the token endpoints answered, as the server counted them.
-        server_401s: 401s the resource answered (recovered by the middleware unless they
-            also show in `auth_failures`).
-        mints, refreshes, failures, waits, invalidations: The manager's counters.
-        headers_calls: `manager.headers()` calls timed.
-        latency_p50, latency_p99, latency_max: Their latency, in seconds.
-        timeline: Every token of the run, in order.
-    """
-
-    tasks: int
-    duration: float
-    lifetime: float
-    latency: float
-    faults: bool
-    connections: int
-    elapsed: float
-    interrupted: bool
-    requests: int
-    statuses: Mapping[int, int]
-    auth_failures: int
-    other_errors: Mapping[str, int]
-    crashed: int
-    token_calls: Mapping[str, int]
-    token_answers: Mapping[int, int]
-    server_401s: int
-    mints: int
-    refreshes: int
-    failures: int
-    waits: int
-    invalidations: int
-    headers_calls: int
-    latency_p50: float | None
-    latency_p99: float | None
-    latency_max: float | None
-    timeline: tuple[TokenUse, ...]
-
-    @property
-    def ok(self) -> bool:
-        """No 401 reached a task, no task crashed, and requests went through."""
-        return self.auth_failures == 0 and self.crashed == 0 and self.requests > 0
-
-    @property
-    def token_endpoint_calls(self) -> int:
-        """Requests to any token endpoint, as the server counted them."""
-        return sum(self.token_calls.values())
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (`--json`)."""
-        data = attrs.asdict(self, recurse=True)
-        data["statuses"] = {str(k): v for k, v in sorted(self.statuses.items())}
-        data["token_answers"] = {str(k): v for k, v in sorted(self.token_answers.items())}
-        data["ok"] = self.ok
-        data["token_endpoint_calls"] = self.token_endpoint_calls
-        return data
-
-
-def percentile(ordered: Sequence[float], q: float) -> float | None:
-    """The nearest-rank `q`-quantile (0 < q <= 1) of an ascending sequence; None when empty."""
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def format_latency(seconds: float | None) -> str:
-    """A short latency: `0.4 µs`, `12.3 µs`, `1.25 ms`, `2.10 s`; `n/a` for None."""
-    if seconds is None:
-        return "n/a"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} µs"
-    if seconds < 1.0:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds:.2f} s"
-
-
-def _seconds(value: float) -> str:
-    return f"{value:g} s"
-
-
-def format_progress(p: DemoProgress) -> str:
-    """The live progress line (without the carriage return)."""
-    return (
-        f"{p.elapsed:5.1f}/{p.duration:g} s  requests {p.requests:,}  "
-        f"tokens minted {p.mints}  refreshes {p.refreshes}  waits {p.waits}  "
-        f"401s {p.auth_failures}"
-    )
-
-
-def _counts(counter: Mapping[Any, int]) -> str:
-    return ", ".join(f"{key}: {n:,}" for key, n in sorted(counter.items(), key=str))
-
-
-def _timeline_line(use: TokenUse) -> str:
-    at = "t+?" if use.received is None else f"t+{use.received:.2f}s"
-    life = "" if use.lifetime is None else f"  lifetime {use.lifetime:g} s"
-    span = ""
-    if use.first_used is not None and use.last_used is not None:
-        span = f"  (answered t+{use.first_used:.2f}s..t+{use.last_used:.2f}s)"
-    return (
-        f"  {at:>9}  token {use.fingerprint}  {use.how:<9}{life}  "
-        f"served {use.requests:,} requests{span}"
-    )
-
-
-def format_summary(r: DemoResult) -> str:
-    """The closing summary table and token timeline, as text."""
-    rate = r.requests / r.elapsed if r.elapsed > 0 else 0.0
-    other = sum(r.other_errors.values())
-    rows: list[tuple[str, str, str]] = [
-        ("requests (resource GETs by the tasks)", f"{r.requests:,}", f"{rate:,.0f}/s"),
-        ("401s reaching the tasks", f"{r.auth_failures:,}", ""),
-        (
-            "401s answered by the resource",
-            f"{r.server_401s:,}",
-            "all recovered by the middleware" if r.server_401s and not r.auth_failures else "",
-        ),
-        ("other errors", f"{other:,}", _counts(r.other_errors)),
-        ("tasks crashed", f"{r.crashed:,}", ""),
-        (
-            "token-endpoint calls (server-counted)",
-            f"{r.token_endpoint_calls:,}",
-            "answers " + _counts(r.token_answers) if r.token_answers else "",
-        ),
-        ("tokens minted / refreshed (manager)", f"{r.mints} / {r.refreshes}", ""),
-        (
-            "renewal failures / waits (manager)",
-            f"{r.failures} / {r.waits}",
-            "failures retried with backoff" if r.failures else "",
-        ),
-        ("headers() latency p50", format_latency(r.latency_p50), f"{r.headers_calls:,} calls"),
-        (
-            "headers() latency p99",
-            format_latency(r.latency_p99),
-            "includes each task's first call, which waits for the first mint",
-        ),
-        (
-            "headers() latency max",
-            format_latency(r.latency_max),
-            "a call that waited for a token" if r.waits else "",
-        ),
-    ]
-    label_w = max(len(label) for label, _, _ in rows)
-    value_w = max(len(value) for _, value, _ in rows)
-    faults = (
-        f"5xx {FAULT_RATE_5XX:.0%} + 429 {FAULT_RATE_429:.0%} on the token endpoint"
-        if r.faults
-        else "off"
-    )
-    lines = [
-        f"aioica_auth demo: {r.tasks:,} tasks (up to {r.connections} connections) "
-        f"for {r.elapsed:.1f} s"
-        + (" (interrupted)" if r.interrupted else "")
-        + f"; token lifetime {_seconds(r.lifetime)}, token endpoint latency "
-        + f"{format_latency(r.latency) if r.latency else '0'}, faults: {faults}",
-        "",
-    ]
-    for label, value, note in rows:
-        line = f"  {label:<{label_w}}  {value:>{value_w}}"
-        lines.append(f"{line}   {note}" if note else line)
-    lines += ["", "Token timeline (t = seconds since start):"]
-    uses = r.timeline
-    if not uses:
-        lines.append("  (no token)")
-    elif len(uses) <= _TIMELINE_LINES:
-        lines.extend(_timeline_line(u) for u in uses)
-    else:
-        half = _TIMELINE_LINES // 2
-        lines.extend(_timeline_line(u) for u in uses[:half])
-        lines.append(f"  ... {len(uses) - 2 * half} more tokens ...")
-        lines.extend(_timeline_line(u) for u in uses[-half:])
-    lines.append("")
-    result = "Result (so far)" if r.interrupted else "Result"
-    if r.ok:
-        lines.append(f"{result}: PASS: zero 401s reached the tasks and no task crashed.")
-    elif r.requests == 0 and not r.auth_failures and not r.crashed:
-        lines.append(f"{result}: FAIL: no request completed (no token could be had).")
-    else:
-        lines.append(
-            f"{result}: FAIL: {r.auth_failures} 401s reached the tasks, {r.crashed} tasks crashed."
-        )
-    return "\n".join(lines)
-
-
-@attrs.define
-class _Run:
-    """Mutable counters shared by the tasks of one run (one event loop, no locks needed)."""
-
-    start: float
-    stopping: bool = False
-    requests: int = 0
-    auth_failures: int = 0
-    statuses: Counter[int] = attrs.Factory(Counter)
-    errors: Counter[str] = attrs.Factory(Counter)
-    latencies: list[float] = attrs.Factory(list)
-    # authorization sent -> [requests answered, first answer, last answer]
-    uses: dict[str, list[float]] = attrs.Factory(dict)
-    # (received, authorization, fingerprint, lifetime, how)
-    events: list[tuple[float, str, str, float | None, str]] = attrs.Factory(list)
-    seen_mints: int = 0
-
-    def since_start(self) -> float:
-        """Seconds since the run started."""
-        return time.perf_counter() - self.start
-
-    def note_token(self, token: Token, mints: int) -> None:
-        """`on_token`: the manager got `token`, having minted `mints` tokens so far."""
-        how = "minted" if mints > self.seen_mints else "refreshed"
-        self.seen_mints = mints
-        self.events.append(
-            (self.since_start(), token.authorization, token.fingerprint, token.lifetime, how)
-        )
-
-    def note_answer(self, status: int, auth: str) -> None:
-        """The resource answered `status` to a request sent with the `auth` header."""
-        now = self.since_start()
-        use = self.uses.get(auth)
-        if use is None:
-            self.uses[auth] = [1, now, now]
-        else:
-            use[0] += 1
-            use[2] = now
-        self.requests += 1
-        self.statuses[status] += 1
-        if status == 401:
-            self.auth_failures += 1
-        elif status != 200:
-            self.errors[f"HTTP {status}"] += 1
-
-    def finish(self) -> float:
-        """Tell the tasks to stop; return the seconds they ran."""
-        self.stopping = True
-        return self.since_start()
 
 
 def _check(name: str, value: float, *, minimum: float, strict: bool) -> None:
@@ -352,7 +60,7 @@ def _check_settings(
     _check("latency", latency, minimum=0, strict=False)
 
 
-def _demo_manager(srv: LocalIcaServer, run: _Run) -> TokenManager:
+def _demo_manager(srv: LocalIcaServer, run: Run) -> TokenManager:
     """A manager for the API key of `srv` that reports each token it gets to `run`."""
     manager: TokenManager
 
@@ -374,8 +82,9 @@ def _demo_session(manager: TokenManager, connections: int) -> aiohttp.ClientSess
     )
 
 
-async def _timed_headers(run: _Run, manager: TokenManager) -> bool:
-    """Time one `manager.headers()`; on an error, count it, pause briefly, return False."""
+async def _timed_headers(run: Run, manager: TokenManager, *, first: bool) -> bool:
+    """Time one `manager.headers()` (a task's `first` call apart: it waits for the first
+    mint); on an error, count it, pause briefly, return False."""
     t0 = time.perf_counter()
     try:
         await manager.headers()
@@ -383,12 +92,12 @@ async def _timed_headers(run: _Run, manager: TokenManager) -> bool:
         run.errors[type(exc).__name__] += 1
         await asyncio.sleep(0.05)
         return False
-    run.latencies.append(time.perf_counter() - t0)
+    (run.first_latencies if first else run.latencies).append(time.perf_counter() - t0)
     return True
 
 
 async def _get_resource(
-    run: _Run, session: aiohttp.ClientSession, url: str, turns: asyncio.Semaphore
+    run: Run, session: aiohttp.ClientSession, url: str, turns: asyncio.Semaphore
 ) -> tuple[int, str] | None:
     """GET `url` in turn: its status and the Authorization sent; None (counted) on an error."""
     try:
@@ -402,23 +111,25 @@ async def _get_resource(
 
 
 async def _worker(
-    run: _Run,
+    run: Run,
     manager: TokenManager,
     session: aiohttp.ClientSession,
     url: str,
     turns: asyncio.Semaphore,
 ) -> None:
     """One task of the demo: time `headers()`, then GET the resource, until the run stops."""
+    first = True
     while not run.stopping:
-        if not await _timed_headers(run, manager):
+        if not await _timed_headers(run, manager, first=first):
             continue
+        first = False
         answer = await _get_resource(run, session, url, turns)
         if answer is not None:
             run.note_answer(*answer)
 
 
 async def _report(
-    run: _Run,
+    run: Run,
     manager: TokenManager,
     progress: Callable[[DemoProgress], object],
     interval: float,
@@ -476,11 +187,15 @@ def _crashed(done: set[asyncio.Task[None]]) -> int:
 
 def _token_calls(srv: LocalIcaServer) -> dict[str, int]:
     """Requests per token endpoint (the ones that had any), as the server counted them."""
+    from .testing._faults import TOKEN_ENDPOINTS
+
     return {e: srv.counts[e] for e in TOKEN_ENDPOINTS if srv.counts[e]}
 
 
 def _token_answers(srv: LocalIcaServer) -> dict[int, int]:
     """Statuses the token endpoints answered, as the server counted them."""
+    from .testing._faults import TOKEN_ENDPOINTS
+
     answers: Counter[int] = Counter()
     for (endpoint, status), n in srv.statuses.items():
         if endpoint in TOKEN_ENDPOINTS:
@@ -534,11 +249,15 @@ async def run_demo(
     _check_settings(
         tasks=tasks, connections=connections, duration=duration, lifetime=lifetime, latency=latency
     )
+    settings = {
+        "tasks": tasks, "duration": duration, "lifetime": lifetime, "latency": latency,
+        "faults": faults, "connections": connections,
+    }  # fmt: skip
     from .testing import LocalIcaServer  # the CLI's other commands don't need it
 
     stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
-    run = _Run(start=time.perf_counter())
+    run = Run(start=time.perf_counter())
 
     async with LocalIcaServer(lifetime=lifetime, latency=latency) as srv:
         if faults:
@@ -574,131 +293,7 @@ async def run_demo(
         token_answers = _token_answers(srv)
         server_401s = srv.statuses["resource", 401]
 
-    return DemoResult(
-        tasks=tasks,
-        duration=duration,
-        lifetime=lifetime,
-        latency=latency,
-        faults=faults,
-        connections=connections,
-        elapsed=elapsed,
-        interrupted=interrupted,
-        requests=run.requests,
-        statuses=dict(run.statuses),
-        auth_failures=run.auth_failures,
-        other_errors=dict(run.errors),
-        crashed=crashed,
-        token_calls=token_calls,
-        token_answers=token_answers,
-        server_401s=server_401s,
-        mints=stats.mints,
-        refreshes=stats.refreshes,
-        failures=stats.failures,
-        waits=stats.waits,
-        invalidations=stats.invalidations,
-        headers_calls=len(run.latencies),
-        **_latency_stats(run.latencies),
-        timeline=_timeline(run),
-    )
-
-
-def _latency_stats(latencies: list[float]) -> dict[str, float | None]:
-    latencies.sort()
-    return {
-        "latency_p50": percentile(latencies, 0.50),
-        "latency_p99": percentile(latencies, 0.99),
-        "latency_max": latencies[-1] if latencies else None,
-    }
-
-
-def _timeline(run: _Run) -> tuple[TokenUse, ...]:
-    uses = dict(run.uses)
-    out: list[TokenUse] = []
-    for received, auth, fp, life, how in run.events:
-        use = uses.pop(auth, None)
-        if use is None:
-            out.append(TokenUse(fp, how, received, life, 0, None, None))
-        else:
-            out.append(TokenUse(fp, how, received, life, int(use[0]), use[1], use[2]))
-    for auth, (count, first, last) in uses.items():  # used before on_token reported it
-        fp = fingerprint(auth.removeprefix("Bearer "))
-        out.append(TokenUse(fp, "unseen", None, None, int(count), first, last))
-    out.sort(key=lambda u: u.received if u.received is not None else u.first_used or 0.0)
-    return tuple(out)
-
-
-# -- serve -----------------------------------------------------------------------------------
-
-
-class _ProgressLine:
-    """One line rewritten in place with a carriage return."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._width = 0
-
-    def __call__(self, progress: DemoProgress) -> None:
-        text = format_progress(progress)
-        self._stream.write("\r" + text.ljust(self._width))
-        self._stream.flush()
-        self._width = len(text)
-
-    def finish(self) -> None:
-        if self._width:
-            self._stream.write("\r" + " " * self._width + "\r")
-            self._stream.flush()
-
-
-def demo_command(
-    *,
-    tasks: int,
-    duration: float,
-    lifetime: float,
-    latency: float,
-    faults: bool,
-    seed: int | None,
-    as_json: bool,
-    out: TextIO,
-) -> int:
-    """`aioica-auth demo`: run it with live progress on a TTY, print the summary.
-
-    Returns:
-        0 when no 401 reached a task and no task crashed, else 1; 128 + the signal number
-        when SIGINT or SIGTERM stopped it early (after printing the summary so far).
-    """
-    line = _ProgressLine(out) if out.isatty() and not as_json else None
-    received: list[int] = []
-
-    async def demo() -> DemoResult:
-        stop = asyncio.Event()
-
-        def on_signal(signum: int) -> None:
-            received.append(signum)
-            stop.set()
-
-        with _on_signals(on_signal):
-            if not as_json:  # after the handlers are in place: Ctrl-C from now on is handled
-                print(
-                    f"demo: {tasks:,} tasks for {duration:g} s through one TokenManager "
-                    f"against a local server (token lifetime {lifetime:g} s)...",
-                    file=out,
-                    flush=True,
-                )
-            return await run_demo(
-                tasks=tasks,
-                duration=duration,
-                lifetime=lifetime,
-                latency=latency,
-                faults=faults,
-                seed=seed,
-                stop=stop,
-                progress=line,
-            )
-
-    result = asyncio.run(demo())
-    if line is not None:
-        line.finish()
-    print(json.dumps(result.to_json(), indent=2) if as_json else format_summary(result), file=out)
-    if result.interrupted:
-        return 128 + (received[0] if received else signal.SIGINT)
-    return 0 if result.ok else 1
+    return demo_result(
+        settings, run, elapsed=elapsed, interrupted=interrupted, crashed=crashed, stats=stats,
+        server=(token_calls, token_answers, server_401s),
+    )  # fmt: skip

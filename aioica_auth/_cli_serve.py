@@ -7,21 +7,27 @@ import contextlib
 import errno
 import signal
 from collections.abc import Callable, Iterator, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import attrs
 
-from .testing._faults import ENDPOINTS, FAULT_KINDS
+from ._cli_parser import PROG, Failure
+
+if TYPE_CHECKING:
+    from .testing import LocalIcaServer
 
 __all__ = ["FaultSpec", "ServeError", "parse_faults", "serve_command"]
 
-PROG = "aioica-auth"
-_FAULT_ENDPOINTS = ENDPOINTS - {"other"} | {"*"}
-_FAULT_KINDS = FAULT_KINDS - {"status"}  # a status is given as a number instead
 
-
-class ServeError(Exception):
+class ServeError(Failure):
     """The local server could not listen (exit code 1)."""
+
+
+def _fault_names() -> tuple[frozenset[str], frozenset[str]]:
+    """The endpoints (and `*`) and the fault kinds `--faults` takes (a status is a number)."""
+    from .testing._faults import ENDPOINTS, FAULT_KINDS  # only when `serve` runs
+
+    return frozenset(ENDPOINTS - {"other"} | {"*"}), frozenset(FAULT_KINDS - {"status"})
 
 
 @attrs.frozen
@@ -59,8 +65,9 @@ def _parse_fault(item: str) -> FaultSpec:
         msg = f"bad fault {item!r}: expected ENDPOINT:STATUS|KIND[:TIMES]"
         raise ValueError(msg)
     endpoint, what = parts[0], parts[1].lower()
-    if endpoint not in _FAULT_ENDPOINTS:
-        names = ", ".join(sorted(_FAULT_ENDPOINTS))
+    endpoints, _ = _fault_names()
+    if endpoint not in endpoints:
+        names = ", ".join(sorted(endpoints))
         msg = f"unknown endpoint {endpoint!r} in --faults; one of {names}"
         raise ValueError(msg)
     times = _fault_times(parts[2]) if len(parts) == 3 else 1
@@ -83,9 +90,10 @@ def _fault_spec(endpoint: str, what: str, times: int | None) -> FaultSpec:
         status = int(what)
         retry_after = "1" if status == 429 else None
         return FaultSpec(endpoint, "status", status, times, retry_after)
-    if what in _FAULT_KINDS:
+    _, kinds = _fault_names()
+    if what in kinds:
         return FaultSpec(endpoint, what, 503, times, None)
-    msg = f"bad fault {what!r}: an HTTP status 400-599 or one of {sorted(_FAULT_KINDS)}"
+    msg = f"bad fault {what!r}: an HTTP status 400-599 or one of {sorted(kinds)}"
     raise ValueError(msg)
 
 
@@ -107,6 +115,26 @@ def _on_signals(callback: Callable[[int], None]) -> Iterator[None]:
             loop.remove_signal_handler(signum)
 
 
+def _banner(srv: LocalIcaServer, lifetime: float, latency: float, clock_offset: float) -> str:
+    """What `serve` prints on start: its URLs, its throwaway credentials, how to use them."""
+    lines = [
+        "Local ICA-compatible server (aioica_auth.testing); Ctrl-C stops it.",
+        f"  ICA v2 base URL:     {srv.ica_base_url}",
+        f"  console v1 base URL: {srv.base_url}",
+        f"  protected resource:  {srv.resource_url}",
+        f"  token lifetime {lifetime:g} s, latency {latency:g} s, clock offset {clock_offset:g} s",
+        "Throwaway test credentials of this server (not secrets):",
+        f"  API key:  {srv.api_key}",
+        f"  username: {srv.username}",
+        f"  password: {srv.password}",
+        "In another shell:",
+        f"  export ICAV2_X_API_KEY={srv.api_key} ICAV2_BASE_URL={srv.ica_base_url} "
+        f"ICA_CONSOLE_URL={srv.base_url}",
+        f"  {PROG} token --json",
+    ]
+    return "\n".join(lines)
+
+
 def serve_command(
     *,
     port: int,
@@ -116,7 +144,11 @@ def serve_command(
     faults: Sequence[FaultSpec],
     out: TextIO,
 ) -> int:
-    """`aioica-auth serve`: run the local server until SIGINT or SIGTERM; return 0.
+    """`aioica-auth serve`: run the local server until SIGINT or SIGTERM.
+
+    Returns:
+        128 + the number of the signal that stopped it (130 for Ctrl-C, 143 for SIGTERM),
+        as the other commands exit when interrupted.
 
     Raises:
         ServeError: the port is in use, or another reason not to listen.
@@ -145,32 +177,19 @@ def serve_command(
                     retry_after=spec.retry_after,
                 )
             stop = asyncio.Event()
-            with _on_signals(lambda _: stop.set()):
-                lines = [
-                    "Local ICA-compatible server (aioica_auth.testing); Ctrl-C stops it.",
-                    f"  ICA v2 base URL:     {srv.ica_base_url}",
-                    f"  console v1 base URL: {srv.base_url}",
-                    f"  protected resource:  {srv.resource_url}",
-                    f"  token lifetime {lifetime:g} s, latency {latency:g} s, "
-                    f"clock offset {clock_offset:g} s",
-                    "Throwaway test credentials of this server (not secrets):",
-                    f"  API key:  {srv.api_key}",
-                    f"  username: {srv.username}",
-                    f"  password: {srv.password}",
-                    "In another shell:",
-                    f"  export ICA_API_KEY={srv.api_key} ICA_BASE_URL={srv.ica_base_url} "
-                    f"ICA_CONSOLE_URL={srv.base_url}",
-                    f"  {PROG} token --json",
-                ]
-                print("\n".join(lines), file=out, flush=True)
+            received: list[int] = []
+
+            def on_signal(signum: int) -> None:
+                received.append(signum)
+                stop.set()
+
+            with _on_signals(on_signal):
+                print(_banner(srv, lifetime, latency, clock_offset), file=out, flush=True)
                 await stop.wait()
         finally:
             await srv.close()
         calls = ", ".join(f"{k} {v}" for k, v in sorted(srv.counts.items())) or "none"
         print(f"stopped; requests served: {calls}", file=out, flush=True)
-        return 0
+        return 128 + (received[0] if received else signal.SIGINT)
 
     return asyncio.run(serve())
-
-
-# -- demo ------------------------------------------------------------------------------------

@@ -225,6 +225,29 @@ class TokenManager:
             on_token=on_token,
         )
 
+    @classmethod
+    def from_environment(cls, *, console: bool = False, **kwargs: Any) -> TokenManager:
+        """A manager for the credential and base URL the user already has.
+
+        They are found as `discover_credentials` finds them: `ICAV2_X_API_KEY`,
+        `ICAV2_ACCESS_TOKEN`, a plaintext `x-api-key` in `~/.icav2/config.yaml`, the
+        `access-token` of the icav2 CLI's session file; the base URL from `ICAV2_BASE_URL`,
+        `ICAV2_SERVER_URL` or the config's `server-url`, else `ICA_BASE_URL`.
+
+        Args:
+            console: A manager for the console v1 (`for_console`) instead of ICA v2.
+            **kwargs: As for `for_ica` / `for_console` (a `base_url` given wins over the
+                discovered one), plus `environ` and `home` as for `discover_credentials`.
+
+        Raises:
+            IcaError: no credential found (the message lists what was tried), or one that
+                cannot be used (an encrypted `x-api-key`; a console JWT).
+            ValueError, TypeError: as for `for_ica` / `for_console`.
+        """
+        from ._discovery import manager_from_environment
+
+        return manager_from_environment(cls, console=console, **kwargs)
+
     # -- public API -------------------------------------------------------------------------
 
     async def headers(self, *, min_validity: float | None = None) -> Mapping[str, str]:
@@ -409,7 +432,7 @@ class TokenManager:
             msg = "this TokenManager is closed"
             raise RuntimeError(msg)
         loop = asyncio.get_running_loop()
-        session = self._session or aiohttp.ClientSession()
+        session = self._session or aiohttp.ClientSession(trust_env=True)
         source: TokenSource = self._source_factory(session, self._policy)
         self._loop, self._session = loop, session
         backoff = Backoff(self._policy, self._rng)

@@ -18,37 +18,51 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from aioica_auth import ApiKey, ConsoleTokenApi, Token
-from aioica_auth._cli import describe_validity, human_duration, main
-from aioica_auth._cli_demo import (
-    DemoResult,
-    TokenUse,
+from aioica_auth import CONSOLE_BASE_URL, ApiKey, ConsoleTokenApi, Token
+from aioica_auth._cli import build_parser, describe_validity, human_duration, main
+from aioica_auth._cli_demo import run_demo
+from aioica_auth._cli_demo_display import (
+    ProgressLine,
     format_latency,
+    format_progress,
     format_summary,
-    percentile,
-    run_demo,
 )
+from aioica_auth._cli_demo_result import DemoProgress, DemoResult, TokenUse, percentile
 from aioica_auth._cli_serve import parse_faults
 from aioica_auth.testing import LocalIcaServer, make_jwt
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every variable discovery or aiohttp's proxy lookup reads: none leaks in from the developer.
 CREDENTIAL_VARS = (
+    "ICAV2_X_API_KEY",
+    "ICAV2_ACCESS_TOKEN",
+    "ICAV2_BASE_URL",
+    "ICAV2_SERVER_URL",
+    "ICAV2_CONFIG_DIR",
+    "ICA_ACCESS_TOKEN",
+    "ICA_SERVER_URL",
+    "ICA_CONFIG_FILE",
     "ICA_API_KEY",
     "ICA_USERNAME",
     "ICA_PASSWORD",
     "ICA_PS_TOKEN",
     "ICA_BASE_URL",
     "ICA_CONSOLE_URL",
+    *(v for name in ("http_proxy", "https_proxy", "no_proxy") for v in (name, name.upper())),
 )
 SECRET = "S3cr3t-Value-0123456789abcdef"
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(autouse=True)
-def _no_credentials_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's own ICA credentials (subprocesses inherit this)."""
+def _no_credentials_in_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's own ICA credentials, proxies or ~/.icav2 (subprocesses
+    inherit this: HOME is a fresh temporary directory)."""
     for name in CREDENTIAL_VARS:
         monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
 
 
 @pytest.fixture
@@ -112,6 +126,15 @@ def one_line_error(stderr: str) -> str:
     return lines[0]
 
 
+def warnings_and_error(stderr: str) -> tuple[list[str], str]:
+    """The stderr of a failed run after warnings: `aioica-auth: warning: ...` lines, then
+    exactly one error line."""
+    *warned, error = stderr.strip().splitlines()
+    assert all(line.startswith("aioica-auth: warning: ") for line in warned), stderr
+    assert error.startswith("aioica-auth: error: "), stderr
+    return warned, error
+
+
 def demo_result(**changes: object) -> DemoResult:
     """A synthetic demo result for the formatting tests."""
     values: dict[str, object] = {
@@ -136,6 +159,9 @@ def demo_result(**changes: object) -> DemoResult:
         "failures": 0,
         "waits": 1000,
         "invalidations": 0,
+        "first_calls": 1000,
+        "first_call_p50": 0.051,
+        "first_call_max": 0.06,
         "headers_calls": 123_456,
         "latency_p50": 4e-7,
         "latency_p99": 3e-6,
@@ -233,6 +259,9 @@ def test_format_summary_pass() -> None:
         "headers() latency p99",
         "3.0 µs",
         "52.00 ms",
+        "first headers() call p50 / max",
+        "51.00 ms / 60.00 ms",
+        "they wait for the first mint",
         "token 1a2b3c4d  minted",
         "served 23,456 requests",
         "Result: PASS",
@@ -280,27 +309,48 @@ def test_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
     """`--help` lists the commands, the environment variables and examples."""
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for needle in ("token", "decode", "details", "serve", "demo", "ICA_API_KEY", "examples:"):
+    for needle in (
+        "token", "whoami", "decode", "details", "serve", "demo", "ICAV2_X_API_KEY",
+        "ICAV2_ACCESS_TOKEN", "~/.icav2/config.yaml", "--x-api-key-file", "HTTPS_PROXY",
+        "examples:",
+    ):  # fmt: skip
         assert needle in out
 
 
-def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
-    """No command: the help on stderr, exit 2."""
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """No command: usage and one error line naming the commands on stderr, exit 2."""
     assert main([]) == 2
-    assert "examples:" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    usage, error = captured.err.strip().splitlines()
+    assert usage.startswith("usage: aioica-auth")
+    assert error.startswith("aioica-auth: error: a command is required: one of token, whoami")
+
+
+def test_details_help_states_the_console_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """`details --help` names the console's real default and its variables, not ICA v2's."""
+    assert main(["details", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert CONSOLE_BASE_URL in out
+    assert "ICA_CONSOLE_URL" in out
+    assert "--region" in out
+    assert "ICA_BASE_URL" not in out
+    assert "ICAV2_BASE_URL" not in out
 
 
 @pytest.mark.parametrize(
     ("argv", "hint"),
     [
-        (["token", "--api-key", SECRET], "ICA_API_KEY"),
-        (["token", f"--password={SECRET}"], "ICA_PASSWORD"),
-        (["token", "--token", SECRET], "ICA_PS_TOKEN"),
-        (["details", "--ps-token", SECRET], "ICA_PS_TOKEN"),
-        (["token", "--username", "me@example.org"], "ICA_USERNAME"),
-        (["token", SECRET], "ICA_API_KEY"),
-        (["demo", SECRET], "environment"),
-        ([SECRET], "environment"),
+        (["token", "--api-key", SECRET], "--x-api-key-file PATH, or ICAV2_X_API_KEY"),
+        (["token", "--x-api-key", SECRET], "--x-api-key-file PATH"),
+        (["whoami", f"--x-api-key={SECRET}"], "--x-api-key-file PATH"),
+        (["token", f"--password={SECRET}"], "passwords are not read"),
+        (["token", "--token", SECRET], "ICAV2_ACCESS_TOKEN"),
+        (["details", "--ps-token", SECRET], "ICAV2_ACCESS_TOKEN"),
+        (["token", "--username", "me@example.org"], "usernames and passwords"),
+        (["token", SECRET], "ICAV2_X_API_KEY"),
+        (["demo", SECRET], "never come from the command line"),
+        ([SECRET], "never come from the command line"),
         ([make_jwt()], "decode -"),
         (["token", "-p", SECRET], "unknown option '-p'"),
         (["decode", "eyJx.eyJy.z", SECRET], "not shown"),
@@ -321,7 +371,7 @@ def test_secret_arguments_refused(
 def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown command is a usage error that names the commands."""
     assert main(["frobnicate"]) == 2
-    assert "choose from token, decode, details, serve, demo" in one_line_error(
+    assert "choose from token, whoami, decode, details, serve, demo" in one_line_error(
         capsys.readouterr().err
     )
 
@@ -333,12 +383,18 @@ def test_bad_option_value(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_token_without_credentials(capsys: pytest.CaptureFixture[str]) -> None:
-    """No credential in the environment: exit 2, saying what to set."""
+    """No credential anywhere: exit 2, listing what was tried in discovery order."""
     assert main(["token"]) == 2
     line = one_line_error(capsys.readouterr().err)
-    assert "ICA_API_KEY" in line
-    assert "ICA_USERNAME and ICA_PASSWORD" in line
-    assert "ICA_PS_TOKEN" in line
+    tried = [
+        "ICAV2_X_API_KEY (not set)",
+        "ICAV2_ACCESS_TOKEN (not set)",
+        "ICA_API_KEY, ICA_USERNAME, ICA_PASSWORD, ICA_PS_TOKEN (deprecated; not set)",
+        "/.icav2/config.yaml (no such file)",
+        "/.icav2/.session.ica.yaml (no such file)",
+    ]
+    positions = [line.index(t) for t in tried]
+    assert positions == sorted(positions)
 
 
 @pytest.mark.parametrize(
@@ -370,7 +426,7 @@ def test_plain_http_base_url_refused(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A non-loopback http:// base URL is a usage error (exit 2), before any request."""
-    monkeypatch.setenv("ICA_API_KEY", SECRET)
+    monkeypatch.setenv("ICAV2_X_API_KEY", SECRET)
     assert main(["token", "--base-url", "http://ica.example.com/ica/rest"]) == 2
     captured = capsys.readouterr()
     assert "plain http" in one_line_error(captured.err)
@@ -381,19 +437,78 @@ def test_plain_http_base_url_refused(
 
 
 def test_decode_argument(capsys: pytest.CaptureFixture[str]) -> None:
-    """`decode JWT` prints the claims as JSON and the expiry in human terms."""
+    """`decode JWT` prints the claims as JSON, each time once in human terms, and a verdict."""
     assert main(["decode", make_jwt(lifetime=86400, claims={"tns": "acme"})]) == 0
     out = capsys.readouterr().out
     assert '"tns": "acme"' in out
-    assert out.rstrip().endswith("expires in 23 h 59 min")
+    assert out.count("23 h 59 min") == 1
+    assert re.search(r"^expires at  \S+Z  \(in 23 h 59 min; exp [\d.]+\)$", out, re.MULTILINE)
+    assert out.rstrip().endswith("status      valid")
+
+
+def test_decode_shows_each_time_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each of iat, nbf and exp is on one line of its own and nowhere else."""
+    iat = int(dt.datetime.now(dt.UTC).timestamp()) - 60
+    jwt_ = make_jwt(issued_at=iat, not_before=iat + 5, lifetime=3600)
+    assert main(["decode", jwt_]) == 0
+    out = capsys.readouterr().out
+    for claim, value in (("iat", iat), ("nbf", iat + 5), ("exp", iat + 3600)):
+        assert out.count(str(value)) == 1, claim
+        assert f'"{claim}"' not in out
+    for when in (iat, iat + 5, iat + 3600):
+        stamp = dt.datetime.fromtimestamp(when, dt.UTC).isoformat().replace("+00:00", "Z")
+        assert out.count(stamp) == 1
+    assert out.count(" ago") == 2
+    assert out.count("in 58 min") == 1
+
+
+@pytest.mark.parametrize(
+    ("jwt_kwargs", "argv", "code", "said"),
+    [
+        ({"lifetime": 600}, [], 0, None),
+        ({"issued_at": NOW.timestamp() - 4000, "lifetime": 3600}, [], 1, "expired"),
+        (
+            {"not_before": dt.datetime.now(dt.UTC).timestamp() + 300, "lifetime": 3600},
+            [],
+            1,
+            "not valid yet",
+        ),
+        ({"lifetime": 600}, ["--min-validity", "60"], 0, None),
+        ({"lifetime": 600}, ["--min-validity", "900"], 1, "less than --min-validity 900 s"),
+        ({"include_exp": False}, ["--min-validity", "900"], 0, None),
+    ],
+)
+def test_decode_exit_status_says_validity(
+    jwt_kwargs: dict[str, float],
+    argv: list[str],
+    code: int,
+    said: str | None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`decode` exits 0 for a token valid now (for --min-validity), 1 otherwise, saying why;
+    `--quiet` prints nothing either way."""
+    jwt_ = make_jwt(**jwt_kwargs)  # type: ignore[arg-type]
+    assert main(["decode", jwt_, *argv]) == code
+    captured = capsys.readouterr()
+    assert captured.out
+    if said is None:
+        assert captured.err == ""
+    else:
+        assert said in captured.err
+        assert len(captured.err.strip().splitlines()) == 1
+    assert main(["decode", "--quiet", jwt_, *argv]) == code
+    assert capsys.readouterr() == ("", "")
 
 
 def test_decode_stdin(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """`decode -` reads stdin, and accepts an `Authorization: Bearer` line."""
     jwt_ = make_jwt(issued_at=dt.datetime.now(dt.UTC).timestamp() - 4000, lifetime=3600)
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"Authorization: Bearer {jwt_}\n"))
-    assert main(["decode", "-"]) == 0
-    assert "expired 6 min" in capsys.readouterr().out
+    assert main(["decode", "-"]) == 1
+    captured = capsys.readouterr()
+    assert "(6 min 40 s ago; exp" in captured.out
+    assert "EXPIRED" in captured.out
+    assert "expired 6 min" in captured.err
 
 
 def test_decode_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -404,6 +519,7 @@ def test_decode_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixt
     assert data["claims"]["aud"] == "ica"
     assert 590 <= data["expires_in"] <= 600
     assert data["status"].startswith("expires in")
+    assert data["valid"] is True
 
 
 @pytest.mark.parametrize("text", ["not-a-jwt", "eyJhbGciOiJIUzI1NiJ9.bm9wZQ.sig"])
@@ -436,8 +552,8 @@ def test_debug_shows_traceback(capsys: pytest.CaptureFixture[str]) -> None:
 async def test_token_ica(
     server: LocalIcaServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`token` prints a JWT minted from ICA_API_KEY by ICA v2."""
-    monkeypatch.setenv("ICA_API_KEY", server.api_key)
+    """`token` prints a JWT minted from ICAV2_X_API_KEY by ICA v2."""
+    monkeypatch.setenv("ICAV2_X_API_KEY", server.api_key)
     assert await asyncio.to_thread(main, ["token", "--base-url", server.ica_base_url]) == 0
     token = Token.from_jwt(capsys.readouterr().out.strip())
     assert token.claims["tns"] == "test-tenant"
@@ -447,9 +563,9 @@ async def test_token_ica(
 async def test_token_header_from_env_base_url(
     server: LocalIcaServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`token --header` prints an Authorization line; ICA_BASE_URL sets the API root."""
-    monkeypatch.setenv("ICA_API_KEY", server.api_key)
-    monkeypatch.setenv("ICA_BASE_URL", server.ica_base_url)
+    """`token --header` prints an Authorization line; ICAV2_BASE_URL sets the API root."""
+    monkeypatch.setenv("ICAV2_X_API_KEY", server.api_key)
+    monkeypatch.setenv("ICAV2_BASE_URL", server.ica_base_url)
     assert await asyncio.to_thread(main, ["token", "--header"]) == 0
     line = capsys.readouterr().out.strip()
     assert re.fullmatch(r"Authorization: Bearer eyJ[\w-]+\.[\w-]+\.[\w-]+", line)
@@ -458,12 +574,19 @@ async def test_token_header_from_env_base_url(
 async def test_token_json_basic_auth(
     server: LocalIcaServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`token --json` with ICA_USERNAME + ICA_PASSWORD: token, expires_at, expires_in."""
+    """`token --json` with the deprecated ICA_USERNAME + ICA_PASSWORD: token, expires_at,
+    expires_in, and one warning line that says what to use instead."""
     monkeypatch.setenv("ICA_USERNAME", server.username)
     monkeypatch.setenv("ICA_PASSWORD", server.password)
     argv = ["token", "--json", "--base-url", server.ica_base_url, "--tenant", "test-tenant"]
     assert await asyncio.to_thread(main, argv) == 0
-    data = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "aioica-auth: warning: ICA_USERNAME + ICA_PASSWORD: deprecated, and read for this "
+        "release only; set ICAV2_X_API_KEY (an API key) instead, or pass BasicAuth(...) in "
+        "code\n"
+    )
+    data = json.loads(captured.out)
     assert set(data) == {"token", "expires_at", "expires_in"}
     assert 590 <= data["expires_in"] <= 600
     assert data["expires_at"].endswith("Z")
@@ -473,8 +596,8 @@ async def test_token_json_basic_auth(
 async def test_token_console(
     server: LocalIcaServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`token --console` mints from the console v1 (ICA_CONSOLE_URL)."""
-    monkeypatch.setenv("ICA_API_KEY", server.api_key)
+    """`token --console` mints from the console v1 (ICA_CONSOLE_URL) with ICAV2_X_API_KEY."""
+    monkeypatch.setenv("ICAV2_X_API_KEY", server.api_key)
     monkeypatch.setenv("ICA_CONSOLE_URL", server.base_url)
     assert await asyncio.to_thread(main, ["token", "--console"]) == 0
     Token.from_jwt(capsys.readouterr().out.strip())
@@ -491,7 +614,10 @@ async def test_token_wrong_password(
     argv = ["token", "--base-url", server.ica_base_url]
     assert await asyncio.wait_for(asyncio.to_thread(main, argv), 10) == 1
     captured = capsys.readouterr()
-    assert "401" in one_line_error(captured.err)
+    warned, error = warnings_and_error(captured.err)
+    assert len(warned) == 1
+    assert "deprecated" in warned[0]
+    assert "401" in error
     assert SECRET not in captured.err
     assert captured.out == ""
 
@@ -499,15 +625,17 @@ async def test_token_wrong_password(
 async def test_token_unreachable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """No server: exit 1 after --timeout, one line."""
+    """No server: exit 1 after --timeout, one line naming the refused connection."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    monkeypatch.setenv("ICA_API_KEY", SECRET)
+    monkeypatch.setenv("ICAV2_X_API_KEY", SECRET)
     argv = ["token", "--base-url", f"http://127.0.0.1:{port}/ica/rest", "--timeout", "1"]
     assert await asyncio.wait_for(asyncio.to_thread(main, argv), 10) == 1
     captured = capsys.readouterr()
-    assert "no valid token" in one_line_error(captured.err)
+    line = one_line_error(captured.err)
+    assert "no valid token" in line
+    assert f"connection refused by 127.0.0.1:{port}" in line
     assert SECRET not in captured.err
 
 
@@ -515,7 +643,7 @@ async def test_details_api_key(
     server: LocalIcaServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`details` mints a console JWT from the API key, then prints the details as JSON."""
-    monkeypatch.setenv("ICA_API_KEY", server.api_key)
+    monkeypatch.setenv("ICAV2_X_API_KEY", server.api_key)
     assert await asyncio.to_thread(main, ["details", "--base-url", server.base_url]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["username"] == server.username
@@ -528,7 +656,7 @@ async def test_details_api_key(
 async def test_details_ps_token(
     server: LocalIcaServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`details` uses ICA_PS_TOKEN as it is (no mint)."""
+    """`details` uses the deprecated ICA_PS_TOKEN as it is (no mint), with a warning."""
     async with aiohttp.ClientSession() as session:
         api = ConsoleTokenApi(session, server.base_url)
         answer = await api.create_token(ApiKey(server.api_key), return_session_token=True)
@@ -536,8 +664,168 @@ async def test_details_ps_token(
     monkeypatch.setenv("ICA_PS_TOKEN", answer.access_token)
     monkeypatch.setenv("ICA_CONSOLE_URL", server.base_url)
     assert await asyncio.to_thread(main, ["details"]) == 0
-    assert json.loads(capsys.readouterr().out)["uid"]
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["uid"]
+    assert "ICA_PS_TOKEN: deprecated" in captured.err
     assert server.counts["console.create"] == 1  # only the test's own
+
+
+async def test_whoami_ica(
+    server: LocalIcaServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`whoami` mints a fresh token and shows its tenant, user, e-mail, expiry and source."""
+    monkeypatch.setenv("ICAV2_X_API_KEY", server.api_key)
+    monkeypatch.setenv("ICAV2_BASE_URL", server.ica_base_url)
+    assert await asyncio.to_thread(main, ["whoami"]) == 0
+    out = capsys.readouterr().out
+    lines = dict(line.split(None, 1) for line in out.strip().splitlines())
+    assert lines["tenant"].startswith("test-tenant (id ")
+    assert re.fullmatch(r"[0-9a-f-]{36}", lines["user"])
+    assert lines["e-mail"] == "(not in the token)"  # the local server's tokens carry none
+    assert re.fullmatch(r"\S+Z \(in 9 min 5\d s\)", lines["expires"])
+    assert lines["from"] == (
+        "credential: ICAV2_X_API_KEY (environment); base URL: ICAV2_BASE_URL (environment)"
+    )
+    assert server.counts["ica.create"] == 1
+    assert server.api_key not in out
+
+
+async def test_whoami_json_console_with_email(
+    server: LocalIcaServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`whoami --console --json` with a console JWT (ICA_ACCESS_TOKEN): its claims, no request."""
+    claims = {"tns": "acme", "tid": "aWNhOjEyMzQ=", "sub": "u-1", "email": "me@example.org"}
+    monkeypatch.setenv("ICA_ACCESS_TOKEN", make_jwt(lifetime=600, claims=claims))
+    monkeypatch.setenv("ICA_CONSOLE_URL", server.base_url)
+    assert await asyncio.to_thread(main, ["whoami", "--console", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {k: data[k] for k in ("tenant", "tenant_id", "user", "email")} == {
+        "tenant": "acme",
+        "tenant_id": "1234",
+        "user": "u-1",
+        "email": "me@example.org",
+    }
+    assert 590 <= data["expires_in"] <= 600
+    assert data["source"].startswith("credential: ICA_ACCESS_TOKEN (environment)")
+    assert sum(server.counts.values()) == 0
+
+
+async def test_token_console_jwt_as_it_is(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`token --console` prints a console JWT from ICA_ACCESS_TOKEN as it is, while it is
+    valid; an expired one is exit 1 (the console cannot renew it)."""
+    good = make_jwt(lifetime=600)
+    monkeypatch.setenv("ICA_ACCESS_TOKEN", good)
+    assert main(["token", "--console", "--base-url", "http://127.0.0.1:9"]) == 0
+    assert capsys.readouterr().out.strip() == good
+    assert main(["token", "--console", "--min-validity", "900"]) == 1
+    assert "would not last --min-validity" in one_line_error(capsys.readouterr().err)
+    monkeypatch.setenv("ICA_ACCESS_TOKEN", make_jwt(issued_at=NOW.timestamp(), lifetime=60))
+    assert main(["token", "--console"]) == 1
+    assert "has expired" in one_line_error(capsys.readouterr().err)
+
+
+async def test_token_min_validity(
+    server: LocalIcaServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`token --min-validity` prints a token that lasts that long, or exits 1 saying the
+    server's tokens cannot (after one renewal, not a loop)."""
+    monkeypatch.setenv("ICAV2_X_API_KEY", server.api_key)
+    monkeypatch.setenv("ICAV2_BASE_URL", server.ica_base_url)
+    assert await asyncio.to_thread(main, ["token", "--json", "--min-validity", "300"]) == 0
+    assert json.loads(capsys.readouterr().out)["expires_in"] >= 300
+    assert await asyncio.to_thread(main, ["token", "--min-validity", "3600"]) == 1
+    captured = capsys.readouterr()
+    line = one_line_error(captured.err)
+    assert "less than --min-validity 3600 s (its tokens last 600 s)" in line
+    assert captured.out == ""
+    assert server.counts["ica.create"] <= 3
+
+
+async def test_token_x_api_key_file(
+    server: LocalIcaServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """`--x-api-key-file` reads the key (a trailing newline is fine) and wins over
+    ICAV2_X_API_KEY; a file others can read gets a warning, as ssh gives."""
+    monkeypatch.setenv("ICAV2_X_API_KEY", SECRET)  # wrong: the file must win
+    key_file = tmp_path / "ica.key"
+    key_file.write_text(server.api_key + "\n")
+    key_file.chmod(0o600)
+    argv = ["token", "--x-api-key-file", str(key_file), "-s", server.base_url]
+    assert await asyncio.to_thread(main, argv) == 0
+    captured = capsys.readouterr()
+    Token.from_jwt(captured.out.strip())
+    assert captured.err == ""
+    key_file.chmod(0o644)
+    assert await asyncio.to_thread(main, argv) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {key_file} holds a credential and is accessible by other users" in err
+    assert f"chmod 600 {key_file}" in err
+    assert server.api_key not in err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "No such file"), ("", "is empty"), ("bad\x01key\n", "control character")],
+)
+def test_token_x_api_key_file_refused(
+    content: str | None, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing, empty or malformed key file is a usage error that never shows its text."""
+    path = tmp_path / "key"
+    if content is not None:
+        path.write_text(content)
+    assert main(["token", "--x-api-key-file", str(path)]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert message in line
+    assert "bad" not in line.rsplit(":", 1)[-1]
+
+
+async def test_token_server_url_from_environment(
+    server: LocalIcaServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ICAV2_SERVER_URL names the server as the icav2 CLI does: /ica/rest is added."""
+    monkeypatch.setenv("ICAV2_X_API_KEY", server.api_key)
+    monkeypatch.setenv("ICAV2_SERVER_URL", server.base_url)
+    assert await asyncio.to_thread(main, ["token"]) == 0
+    Token.from_jwt(capsys.readouterr().out.strip())
+    assert server.counts["ica.create"] == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["token", "--region", "use1"], "--region names a console region: add --console"),
+        (["details", "--region", "Frankfurt"], "expected a console region such as aps2"),
+        (["token", "-s", "ica.illumina.com", "--base-url", "https://x"], "not allowed with"),
+    ],
+)
+def test_endpoint_flags_refused(
+    argv: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--region without --console, a region that is no region, two API roots: exit 2."""
+    monkeypatch.setenv("ICAV2_X_API_KEY", SECRET)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_region_names_the_console_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--region use1` means https://use1.platform.illumina.com, and wins over the env."""
+    from aioica_auth._cli_commands import resolve
+
+    monkeypatch.setenv("ICAV2_X_API_KEY", SECRET)
+    monkeypatch.setenv("ICA_CONSOLE_URL", "https://aps2.platform.illumina.com")
+    args = build_parser().parse_args(["details", "--region", "use1"])
+    found = resolve(args, os.environ, console=True)
+    assert found.base_url == "https://use1.platform.illumina.com"
+    assert found.source.endswith("base URL: --region")
 
 
 # -- run_demo in-process ---------------------------------------------------------------------
@@ -618,7 +906,7 @@ def test_cli_decode_stdin_and_argument() -> None:
     for proc in (run("decode", "-", stdin=jwt_ + "\n"), run("decode", jwt_)):
         assert proc.returncode == 0, proc.stderr
         assert '"aud": "ica"' in proc.stdout
-        assert "expires in 23 h 59 min" in proc.stdout
+        assert "(in 23 h 59 min; exp" in proc.stdout
 
 
 def test_cli_decode_malformed() -> None:
@@ -637,14 +925,14 @@ def test_cli_token_usage_errors() -> None:
         assert proc.returncode == 2, proc.stderr
         one_line_error(proc.stderr)
         assert SECRET not in proc.stderr + proc.stdout
-    assert "no credentials" in missing.stderr
+    assert "no ICA v2 credentials found; tried: ICAV2_X_API_KEY" in missing.stderr
     assert "both set" in both.stderr
-    assert "ICA_API_KEY" in as_arg.stderr
+    assert "--x-api-key-file" in as_arg.stderr
 
 
 async def test_cli_token_against_server(server: LocalIcaServer) -> None:
     """`token`, `--header` and `--json` in a subprocess against the test's server."""
-    env = child_env(ICA_API_KEY=server.api_key, ICA_BASE_URL=server.ica_base_url)
+    env = child_env(ICAV2_X_API_KEY=server.api_key, ICAV2_BASE_URL=server.ica_base_url)
     (rc1, plain, _), (rc2, header, _), (rc3, as_json, err) = await asyncio.gather(
         arun("token", env=env),
         arun("token", "--header", env=env),
@@ -659,7 +947,7 @@ async def test_cli_token_against_server(server: LocalIcaServer) -> None:
 
 async def test_cli_token_refused_no_secret(server: LocalIcaServer) -> None:
     """A wrong API key: exit 1, one line, the key not in stderr."""
-    env = child_env(ICA_API_KEY=SECRET, ICA_BASE_URL=server.ica_base_url)
+    env = child_env(ICAV2_X_API_KEY=SECRET, ICAV2_BASE_URL=server.ica_base_url)
     rc, out, err = await arun("token", env=env)
     assert rc == 1
     assert "401" in one_line_error(err)
@@ -668,13 +956,15 @@ async def test_cli_token_refused_no_secret(server: LocalIcaServer) -> None:
 
 
 async def test_cli_details_against_server(server: LocalIcaServer) -> None:
-    """`details` with username and password in a subprocess: JSON, password never shown."""
+    """`details` with the deprecated username and password in a subprocess: JSON, a
+    deprecation warning, the password never shown."""
     env = child_env(
         ICA_USERNAME=server.username, ICA_PASSWORD=server.password, ICA_CONSOLE_URL=server.base_url
     )
     rc, out, err = await arun("details", env=env)
     assert rc == 0, err
     assert json.loads(out)["username"] == server.username
+    assert "warning: ICA_USERNAME + ICA_PASSWORD: deprecated" in err
     assert server.password not in out + err
 
 
@@ -692,7 +982,8 @@ async def _read_until(stream: asyncio.StreamReader, pattern: str, within: float)
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_cli_serve(signum: signal.Signals) -> None:
-    """`serve` prints URLs and credentials, serves, and exits 0 on SIGTERM or Ctrl-C."""
+    """`serve` prints URLs and credentials, serves, and exits 128 + the signal's number
+    (130 on Ctrl-C) like the other commands."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -709,9 +1000,9 @@ async def test_cli_serve(signum: signal.Signals) -> None:
     )
     try:
         assert proc.stdout is not None
-        banner = await _read_until(proc.stdout, r"export ICA_API_KEY=\S+ .*\n", 15)
+        banner = await _read_until(proc.stdout, r"export ICAV2_X_API_KEY=\S+ .*\n", 15)
         base = re.search(r"ICA v2 base URL:\s+(http://127\.0\.0\.1:\d+/ica/rest)", banner)
-        key = re.search(r"export ICA_API_KEY=(\S+)", banner)
+        key = re.search(r"export ICAV2_X_API_KEY=(\S+)", banner)
         assert base is not None, banner
         assert key is not None, banner
         async with aiohttp.ClientSession() as session:
@@ -730,7 +1021,7 @@ async def test_cli_serve(signum: signal.Signals) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.communicate()
-    assert proc.returncode == 0, err
+    assert proc.returncode == 128 + signum, err
     assert "stopped" in out.decode()
     assert err.decode() == ""
 
@@ -800,3 +1091,88 @@ async def test_cli_demo_interrupted() -> None:
     assert proc.returncode == 130, err
     assert "(interrupted)" in out.decode()
     assert "401s reaching the tasks" in out.decode()
+
+
+# -- the CLI's shape: imports, the live line, the demo's summary, a newcomer's runs ----------
+
+
+def test_import_cli_loads_no_server_code() -> None:
+    """`import aioica_auth._cli` loads neither `aioica_auth.testing` nor `aiohttp.web` (nor
+    PyYAML): `decode` and `token` do not pay for the local server."""
+    code = (
+        "import sys, aioica_auth._cli\n"
+        "heavy = ('aioica_auth.testing', 'aiohttp.web', 'yaml', 'aioica_auth._cli_demo')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=20, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("columns", [20, 40, 60, 200])
+def test_progress_line_fits_the_terminal(columns: int) -> None:
+    """The live line never reaches the terminal's last column, so it never wraps (a wrapped
+    line leaves a new line behind at every redraw); the request count stays on it."""
+    stream = io.StringIO()
+    line = ProgressLine(stream, columns=lambda: columns)
+    for elapsed in (0.25, 7.5, 14.75):
+        line(DemoProgress(elapsed, 15.0, 1_234_567, 12, 3, 0, 1000))
+    drawn = stream.getvalue().split("\r")[1:]
+    assert len(drawn) == 3
+    assert all(len(text) <= columns - 1 for text in drawn)
+    assert "\n" not in stream.getvalue()
+    if columns >= 40:
+        assert all("requests 1,234,567" in text for text in drawn)
+    assert format_progress(DemoProgress(1.0, 15.0, 10, 1, 0, 0, 5)).endswith("waits 5")
+
+
+async def test_run_demo_times_first_calls_apart() -> None:
+    """Each task's first `headers()` call (which waits for the first mint) is timed apart
+    from the steady state, whose p99 is then far below the mint's latency."""
+    result = await run_demo(tasks=20, duration=1.5, lifetime=2.0, latency=0.05)
+    assert result.first_calls == 20
+    assert result.first_call_p50 is not None
+    assert result.first_call_p50 >= 0.04
+    assert result.headers_calls > result.first_calls
+    assert result.latency_p99 is not None
+    assert result.latency_p99 < result.first_call_p50
+
+
+def _newcomer_env(home: Path, **extra: str) -> dict[str, str]:
+    """Nothing but PATH, a fresh HOME and `extra`: what a newcomer's shell has."""
+    return {"PATH": os.environ.get("PATH", ""), "HOME": str(home), **extra}
+
+
+async def test_newcomer_token_from_icav2_variables(server: LocalIcaServer, tmp_path: Path) -> None:
+    """With only ICAV2_X_API_KEY and ICAV2_BASE_URL set, `token` prints a JWT."""
+    env = _newcomer_env(
+        tmp_path, ICAV2_X_API_KEY=server.api_key, ICAV2_BASE_URL=server.ica_base_url
+    )
+    rc, out, err = await arun("token", env=env)
+    assert (rc, err) == (0, "")
+    assert Token.from_jwt(out.strip()).claims["tns"] == "test-tenant"
+
+
+async def test_newcomer_token_from_icav2_config_file(
+    server: LocalIcaServer, tmp_path: Path
+) -> None:
+    """With only ~/.icav2/config.yaml (plaintext x-api-key, server-url), `token` prints a
+    JWT; the same file open to others gets the ssh-style warning and still works."""
+    config = tmp_path / ".icav2" / "config.yaml"
+    config.parent.mkdir()
+    config.write_text(
+        f'access-token: ""\ncolormode: none\noutput-format: table\n'
+        f"server-url: {server.base_url}\nx-api-key: {server.api_key}\n"
+    )
+    config.chmod(0o600)
+    rc, out, err = await arun("token", env=_newcomer_env(tmp_path))
+    assert (rc, err) == (0, "")
+    Token.from_jwt(out.strip())
+    config.chmod(0o644)
+    rc, out, err = await arun("token", env=_newcomer_env(tmp_path))
+    assert rc == 0
+    assert "accessible by other users (mode 0644)" in err
+    assert server.api_key not in err
+    assert server.counts["ica.create"] == 2

@@ -28,7 +28,9 @@ async def run_python(args: list[str], server: LocalIcaServer) -> tuple[int, str]
             ApiKey(server.api_key), return_session_token=True
         )
     env = os.environ | {
-        "ICA_API_KEY": server.api_key,
+        "ICAV2_X_API_KEY": server.api_key,
+        "ICAV2_BASE_URL": server.ica_base_url,
+        "ICA_API_KEY": server.api_key,  # examples/ still read the old names
         "ICA_BASE_URL": server.ica_base_url,
         "ICA_CONSOLE_URL": server.base_url,
         "ICA_PS_TOKEN": created.access_token or "",

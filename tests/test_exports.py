@@ -15,6 +15,7 @@ EXPORTED = [
     "BadRequestError",
     "BasicAuth",
     "ConsoleTokenApi",
+    "DiscoveredCredentials",
     "Domain",
     "ErrorResponse",
     "ForbiddenError",
@@ -39,6 +40,7 @@ EXPORTED = [
     "UnauthorizedError",
     "Workgroup",
     "__version__",
+    "discover_credentials",
 ]
 
 
