@@ -1,23 +1,24 @@
 """Embed one TokenManager in a long-running async service and share it.
 
-    ICA_API_KEY=... python examples/service.py
+    ICAV2_X_API_KEY=... python examples/service.py
 
 The manager is created once at start-up, handed to every handler, and closed at shutdown.
 Handlers that do not use aiohttp ask for the header directly (`await manager.headers()`);
 `on_token` feeds a metric or a log line each time a new token arrives.
-Set ICA_BASE_URL to point at another server (such as `aioica-auth serve`).
+The credential and API root come from where ICA users keep them (`ICAV2_X_API_KEY`,
+`~/.icav2/config.yaml`, ...: see `discover_credentials`). Set ICAV2_BASE_URL to point at
+another server (such as `aioica-auth serve`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 
 import aiohttp
 
-from aioica_auth import ICA_BASE_URL, ApiKey, Token, TokenManager
+from aioica_auth import Token, TokenManager, discover_credentials
 
 
 class Service:
@@ -42,16 +43,14 @@ class Service:
 
 @contextlib.asynccontextmanager
 async def lifespan() -> AsyncIterator[Service]:
-    base = os.environ.get("ICA_BASE_URL", ICA_BASE_URL)
+    found = discover_credentials()
 
     def on_token(token: Token) -> None:
         print(f"new token {token.fingerprint}, expires {token.expires_at:%H:%M:%S}")
 
-    manager = TokenManager.for_ica(
-        ApiKey(os.environ["ICA_API_KEY"]), base_url=base, on_token=on_token
-    )
+    manager = TokenManager.for_ica(found.credential, base_url=found.base_url, on_token=on_token)
     async with manager, aiohttp.ClientSession(middlewares=(manager.middleware,)) as http:
-        yield Service(manager, http, base)
+        yield Service(manager, http, found.base_url)
 
 
 async def main() -> None:

@@ -1,10 +1,10 @@
 """Upload many parts concurrently to ICA, with one shared TokenManager.
 
-    ICA_API_KEY=... python examples/uploader.py [PARTS]
+    ICAV2_X_API_KEY=... python examples/uploader.py [PARTS]
 
 Every request gets its bearer from the middleware at send time, so an upload that outlives
 a token picks up the fresh one; the 1,000 tasks cause one token request per refresh.
-Set ICA_BASE_URL to point at another server (such as `aioica-auth serve`).
+Set ICAV2_BASE_URL to point at another server (such as `aioica-auth serve`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 
 import aiohttp
 
-from aioica_auth import ICA_BASE_URL, ApiKey, TokenManager
+from aioica_auth import TokenManager, discover_credentials
 
 
 async def upload_part(http: aiohttp.ClientSession, base: str, part: int) -> int:
@@ -36,8 +36,9 @@ async def upload_all(manager: TokenManager, base: str, parts: int) -> list[int]:
 
 
 async def main(parts: int) -> int:
-    base = os.environ.get("ICA_BASE_URL", ICA_BASE_URL)
-    async with TokenManager.for_ica(ApiKey(os.environ["ICA_API_KEY"]), base_url=base) as manager:
+    found = discover_credentials()  # ICAV2_X_API_KEY, ~/.icav2/config.yaml, ...
+    base = found.base_url
+    async with TokenManager.for_ica(found.credential, base_url=base) as manager:
         statuses = await upload_all(manager, base, parts)
     ok = statuses.count(200)
     print(f"{ok}/{parts} parts uploaded with {manager.stats.mints} token request(s)")

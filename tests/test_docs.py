@@ -30,8 +30,6 @@ async def run_python(args: list[str], server: LocalIcaServer) -> tuple[int, str]
     env = os.environ | {
         "ICAV2_X_API_KEY": server.api_key,
         "ICAV2_BASE_URL": server.ica_base_url,
-        "ICA_API_KEY": server.api_key,  # examples/ still read the old names
-        "ICA_BASE_URL": server.ica_base_url,
         "ICA_CONSOLE_URL": server.base_url,
         "ICA_PS_TOKEN": created.access_token or "",
         "PYTHONWARNINGS": "error",
