@@ -21,10 +21,16 @@ On a 401 for a token the manager handed out, in this order, each step bounded:
 2. Young: a token no resource has accepted yet, issued less than a few seconds ago (in the
    server's time), may only be early for a resource whose clock lags the token service
    (ICA's `nbf` skew). The token it replaced, if a resource accepted it and it is still
-   valid, is tried first; then the young token again after short, growing waits: at most
-   `_YOUNG_SENDS` sends within `_YOUNG_WINDOW` seconds (and `nbf_wait_max`).
+   valid, is tried first; then the young token again after short, growing waits (or the
+   young token that superseded it meanwhile): at most `YOUNG_SENDS` sends within
+   `YOUNG_WINDOW` seconds (and `nbf_wait_max`).
 3. Refused: exactly that token is invalidated (not a newer one another task already got), a
-   new one is awaited, and the request is replayed once; its answer goes to the caller.
+   new one is awaited, and the request is replayed. A refusal of the replay, whose token is
+   young, gets the young retries of step 2, unless earlier young retries ran out while
+   their token stayed in use (then they cannot help): so a revoked token's successor is not
+   refused to the caller by a resource whose clock lags. When the replay's token is refused
+   although a resource accepted it (revoked too, meanwhile), one more replay, no more
+   (`REFUSED_REPLAYS`). The last answer goes to the caller.
 
 So a resource that refuses every token answers the caller within a few seconds, and one
 whose clock lags costs no re-mint. A body that cannot be replayed gets the 401 back.
@@ -54,6 +60,7 @@ __all__ = [
 logger = logging.getLogger("aioica_auth")
 
 STALE_REPLAYS = 3  # resends of a request that went out with a superseded or expired token
+REFUSED_REPLAYS = 2  # invalidate-and-replays; the second only when the first's token is revoked
 YOUNG_WINDOW = 3.0  # seconds after issue in which a refused token may only be early
 YOUNG_SENDS = 4  # sends of a young token after its first refusal, at most
 FIRST_YOUNG_RETRY = 0.1  # seconds; doubled on each further refusal of a young token
@@ -100,6 +107,7 @@ class Sleep:
 Step = _Acquire | _Discard | Send | Sleep
 Rules = Generator[Step, "Lease | int | None", None]
 _Sub = Generator[Step, "Lease | int | None", int]
+_Pair = Generator[Step, "Lease | int | None", "tuple[int, Lease]"]
 
 
 def rules(source: LeaseSource, replayable: Callable[[], bool]) -> Rules:
@@ -108,6 +116,21 @@ def rules(source: LeaseSource, replayable: Callable[[], bool]) -> Rules:
     status = yield from _send(lease)
     if status != 401:
         return
+    status, lease = yield from _stale_resends(source, lease, replayable)
+    if status != 401 or not replayable():
+        return
+    settled = False  # young retries ran out with the token still in use: they cannot help
+    if _young(source, lease):
+        status, lease = yield from _young_retries(source, lease, replayable)
+        if status != 401 or not replayable():
+            return
+        settled = source.current() is lease
+    yield from _replays(source, lease, replayable, settled=settled)
+
+
+def _stale_resends(source: LeaseSource, lease: Lease, replayable: Callable[[], bool]) -> _Pair:
+    """Resend with the current token while the one sent was superseded or has expired."""
+    status = 401
     for _ in range(STALE_REPLAYS):
         if not _stale(source, lease) or not replayable():
             break
@@ -115,17 +138,29 @@ def rules(source: LeaseSource, replayable: Callable[[], bool]) -> Rules:
         lease = yield from _acquire()
         status = yield from _send(lease)
         if status != 401:
-            return
-    if not replayable():
-        return
-    if _young(source, lease):
-        status = yield from _young_retries(source, lease, replayable)
+            break
+    return status, lease
+
+
+def _replays(
+    source: LeaseSource, lease: Lease, replayable: Callable[[], bool], *, settled: bool
+) -> Generator[Step, Lease | int | None, None]:
+    """Invalidate exactly the refused token and replay with a new one (see step 3)."""
+    for _ in range(REFUSED_REPLAYS):
+        yield DISCARD
+        source.invalidate(lease.token)
+        lease = yield from _acquire()
+        status = yield from _send(lease)
         if status != 401 or not replayable():
             return
-    yield DISCARD
-    source.invalidate(lease.token)
-    lease = yield from _acquire()
-    yield from _send(lease)
+        if not settled and _young(source, lease):
+            # A revoked token's successor, early for a resource whose clock lags.
+            status, lease = yield from _young_retries(source, lease, replayable)
+            if status != 401 or not replayable():
+                return
+            settled = source.current() is lease
+        if not lease.accepted:
+            return  # refused though no resource ever took it: another replay cannot help
 
 
 def _acquire() -> Generator[Step, Lease | int | None, Lease]:
@@ -155,17 +190,20 @@ def _young(source: LeaseSource, lease: Lease) -> bool:
     return not lease.accepted and lease.age(lease.now(source.clock)) < window
 
 
-def _young_retries(source: LeaseSource, lease: Lease, replayable: Callable[[], bool]) -> _Sub:
-    """The token it replaced first, then the young token after short, growing waits."""
+def _young_retries(source: LeaseSource, lease: Lease, replayable: Callable[[], bool]) -> _Pair:
+    """The token it replaced first, then the young token after short, growing waits; a
+    young token that supersedes it meanwhile is followed. Returns the last answer and the
+    lease it was for."""
     status = 401
     prior = source.prior()
     if prior is not None and prior.state(prior.now(source.clock)).live:
         yield DISCARD
         status = yield from _send(prior)
         if status != 401 or not replayable():
-            return status
+            return status, lease
     delay = FIRST_YOUNG_RETRY
     for _ in range(YOUNG_SENDS):
+        lease = _follow(source, lease)
         if not _young(source, lease) or source.current() is not lease:
             break
         yield DISCARD
@@ -178,10 +216,18 @@ def _young_retries(source: LeaseSource, lease: Lease, replayable: Callable[[], b
                 lease.token.fingerprint,
                 lease.age(lease.now(source.clock)),
             )
-            return status
+            break
         if not replayable():
             break
-    return status
+    return status, lease
+
+
+def _follow(source: LeaseSource, lease: Lease) -> Lease:
+    """The current lease if it is a young one that superseded `lease`, else `lease`."""
+    current = source.current()
+    if current is not None and current is not lease and _young(source, current):
+        return current
+    return lease
 
 
 class Exchange:

@@ -1,10 +1,17 @@
-"""The shared 401 rules (`_recovery.rules`), driven step by step with no I/O and a manual clock."""
+"""The shared 401 rules (`_recovery.rules`): driven step by step with no I/O and a manual
+clock, and through both adapters over loopback."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from aioica_auth import Policy, Token
+import aiohttp
+import httpx
+import pytest
+
+from aioica_auth import ApiKey, Policy, Token, TokenManager
 from aioica_auth._lease import Lease, Provenance
 from aioica_auth._policy import plan
 from aioica_auth._recovery import ACQUIRE, DISCARD, Recovery, Send, Sleep, origin, rules
@@ -130,7 +137,9 @@ def test_stale_token_is_resent_at_most_three_times() -> None:
         return 401
 
     sent, _ = drive(source, superseding)
-    assert 4 <= len(sent) <= 1 + 3 + 1  # first, 3 stale resends, one replay
+    # first, 3 stale resends, then replays: a second one only because the first replay's
+    # token was one a resource had accepted (refused then: revoked)
+    assert len(sent) == 1 + 3 + 2
     assert len({id(lease) for lease in sent}) == len(sent)
 
 
@@ -171,3 +180,87 @@ def test_applies_only_to_the_origin_and_to_requests_without_their_own_authorizat
     assert not recovery.applies(ours, "Bearer mine")
     assert not recovery.applies(origin("https", "bucket.example.org", None), None)
     assert not recovery.applies(origin("http", "ica.example.org", None), None)
+
+
+def test_revoked_tokens_young_successor_gets_the_young_retries_once() -> None:
+    """An accepted token refused (revoked), and its successor refused while young (a resource
+    whose clock lags): the successor is retried after short waits instead of the 401 going
+    to the caller; one invalidation in all."""
+    source = FakeSource()
+    first = source.acquire()
+    first.accepted = True
+    sent, slept = drive(source, lambda lease, n: 200 if n >= 4 else 401)
+    assert sent[0] is first
+    assert len(sent) == 4
+    assert len({id(lease) for lease in sent[1:]}) == 1
+    assert sent[-1].accepted
+    assert source.invalidated == [first.token]
+    assert 0 < slept < 3.0
+
+
+def test_refusing_everything_stays_bounded_from_an_accepted_token() -> None:
+    """A resource that starts refusing every token after accepting one: the replay's young
+    token is retried for under 3 s (it stays in use: no more replays), one invalidation."""
+    source = FakeSource()
+    source.acquire().accepted = True
+    sent, slept = drive(source, lambda lease, n: 401)
+    assert len(sent) == 1 + 1 + 4
+    assert slept < 3.0
+    assert len(source.invalidated) == 1
+
+
+def test_a_revoked_replay_is_replayed_once_more_and_no_more() -> None:
+    """Every token refused although a resource accepted it (each revoked as it is sent): two
+    invalidate-and-replays in all, then the 401 goes to the caller."""
+    source = FakeSource()
+    source.acquire().accepted = True
+
+    def revoked(lease: Lease, n: int) -> int:
+        lease.accepted = True  # another task's request got it through before the revocation
+        return 401
+
+    sent, slept = drive(source, revoked)
+    assert len(sent) == 3
+    assert len(source.invalidated) == 2
+    assert slept == 0
+
+
+async def _get_aiohttp(m: TokenManager, url: str, n: int) -> list[int]:
+    async with aiohttp.ClientSession(middlewares=(m.middleware,)) as http:
+
+        async def one() -> int:
+            async with http.get(url) as r:
+                return r.status
+
+        return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+async def _get_httpx(m: TokenManager, url: str, n: int) -> list[int]:
+    async with httpx.AsyncClient(auth=m.httpx_auth) as http:
+        answers = await asyncio.gather(*(http.get(url) for _ in range(n)))
+    return [r.status_code for r in answers]
+
+
+ADAPTERS: dict[str, Callable[[TokenManager, str, int], Awaitable[list[int]]]] = {
+    "aiohttp": _get_aiohttp,
+    "httpx": _get_httpx,
+}
+
+
+@pytest.mark.parametrize("get", ADAPTERS.values(), ids=ADAPTERS.keys())
+async def test_revocation_at_a_lagging_resource_reaches_no_task(
+    servers: Any, get: Callable[[TokenManager, str, int], Awaitable[list[int]]]
+) -> None:
+    """Both adapters, a resource whose clock lags 0.3 s: after the accepted token is revoked,
+    50 concurrent requests all get 200 (the new token is retried while early), with one
+    invalidation and one new mint."""
+    srv = await servers(resource_clock_lag=0.3)
+    async with TokenManager.for_ica(ApiKey(srv.api_key), base_url=srv.ica_base_url) as m:
+        await m.headers()
+        await asyncio.sleep(0.4)  # past the lag: the first token is accepted
+        assert await get(m, srv.resource_url, 1) == [200]
+        srv.revoke((await m.token()).value)
+        statuses = await get(m, srv.resource_url, 50)
+        assert m.stats.invalidations == 1
+    assert statuses == [200] * 50
+    assert srv.counts["ica.create"] == 2
