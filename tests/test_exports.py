@@ -29,6 +29,7 @@ EXPORTED = [
     "PsToken",
     "RateLimitError",
     "ServerError",
+    "SyncTokenManager",
     "Token",
     "TokenDetailResponse",
     "TokenManager",
