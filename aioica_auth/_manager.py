@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import math
 import random
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import attrs
@@ -48,6 +49,9 @@ from ._policy import Policy, plan
 from ._renewal import Renewal
 from ._sources import SourceFactory, TokenSource, console_sources, ica_sources
 from ._token import Token
+
+if TYPE_CHECKING:
+    from ._httpx import HttpxAuth
 
 __all__ = ["Lifecycle", "ManagerStats", "TokenManager"]
 
@@ -303,6 +307,21 @@ class TokenManager:
         from a 401 in bounded time (see `BearerMiddleware`).
         """
         return self._middleware
+
+    @functools.cached_property
+    def httpx_auth(self) -> HttpxAuth:
+        """An `httpx.Auth` for `httpx.AsyncClient(auth=manager.httpx_auth)`, under the rules
+        of `middleware` (the extra `aioica_auth[httpx]` installs httpx).
+
+        Raises:
+            ImportError: httpx is not installed.
+        """
+        try:
+            from ._httpx import HttpxAuth
+        except ImportError as exc:
+            msg = "manager.httpx_auth needs httpx: pip install 'aioica_auth[httpx]'"
+            raise ImportError(msg, name="httpx") from exc
+        return HttpxAuth(self, self._base_url)
 
     @property
     def stats(self) -> ManagerStats:

@@ -30,6 +30,7 @@ EXPORTED = [
     "PsToken",
     "RateLimitError",
     "ServerError",
+    "SyncTokenManager",
     "Token",
     "TokenDetailResponse",
     "TokenManager",
