@@ -63,7 +63,9 @@ async def test_ica_api_key_remints_and_never_refreshes(servers: Any) -> None:
 @pytest.mark.parametrize("kind", ["basic", "pstoken"])
 async def test_ica_basic_and_pstoken_refresh(servers: Any, kind: str) -> None:
     """ICA BasicAuth and PsToken: mint once, then POST /api/tokens:refresh."""
-    srv = await servers(lifetime=0.8)
+    # 2 s tokens: the refresh starts ~1 s before expiry, time enough on a loaded machine
+    # (a refresh that arrives after the token expired is refused, and is re-minted).
+    srv = await servers(lifetime=2.0)
     cred = (
         BasicAuth(srv.username, srv.password) if kind == "basic" else PsToken(await ps_token(srv))
     )
