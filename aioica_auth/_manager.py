@@ -566,12 +566,12 @@ class TokenManager:
     def _failed(self, error: IcaError, deadline: float) -> Lease | None:
         """After a failed renewal: the lease to serve, the error raised, or None to retry."""
         lease = self._lease
-        if lease is not None and self._live(lease):
-            return lease  # static stability: an error never displaces a valid token
         assert self._renewal is not None
-        if classify(error) is Severity.PERMANENT or self._renewal.outwaits(deadline):
-            return self._fallback(lease, error)
-        return None
+        retry = classify(error) is Severity.TRANSIENT and not self._renewal.outwaits(deadline)
+        if retry and (lease is None or not self._live(lease)):
+            return None
+        # Static stability: the valid lease if there is one (an error never displaces it).
+        return self._fallback(lease, error)
 
     def _nbf_hold(self, lease: Lease | None, deadline: float) -> float | None:
         """Seconds until a not-yet-valid lease becomes valid, if that is before `deadline`."""
