@@ -29,6 +29,7 @@ from ._token import Token, decode_jwt
 
 __all__ = [
     "MAX_ENTRY",
+    "BadEntryError",
     "StoreEntry",
     "TokenStore",
     "TokenStoreError",
@@ -42,6 +43,10 @@ MAX_ENTRY = 32 * 1024
 
 _DOMAIN = b"aioica_auth token-store key v1"
 _ITERATIONS = 20_000  # about 10 ms once per manager; a guessed password costs as much
+
+
+class BadEntryError(ValueError):
+    """A store entry that is not to be adopted; the message says why, never quoting it."""
 
 
 class TokenStoreError(IcaError):
@@ -134,37 +139,42 @@ def decode_entry(raw: bytes, key: str) -> StoreEntry:
     """An entry read from a store, checked field by field.
 
     Raises:
-        InvalidResponseError: the entry is too large, not ours (another key), or malformed;
+        BadEntryError: the entry is too large, not ours (another key), or malformed;
             the message says which, and never quotes the entry.
     """
     if len(raw) > MAX_ENTRY:
         msg = f"store entry of {len(raw)} bytes is over the {MAX_ENTRY}-byte cap"
-        raise InvalidResponseError(msg)
+        raise BadEntryError(msg)
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
         msg = "store entry is not JSON"
-        raise InvalidResponseError(msg) from None
+        raise BadEntryError(msg) from None
     if not isinstance(body, dict) or body.get("v") != 1:
         msg = "store entry is not a version-1 entry"
-        raise InvalidResponseError(msg)
+        raise BadEntryError(msg)
     if body.get("key") != key:
         msg = "store entry is for another key"
-        raise InvalidResponseError(msg)
+        raise BadEntryError(msg)
     value, skew, published = body.get("token"), body.get("skew"), body.get("published")
     if not isinstance(value, str) or not value:
         msg = "store entry has no token"
-        raise InvalidResponseError(msg)
+        raise BadEntryError(msg)
     if skew is not None and not _finite(skew):
         msg = "store entry has a malformed skew"
-        raise InvalidResponseError(msg)
+        raise BadEntryError(msg)
     if not _finite(published):
         msg = "store entry has a malformed publication time"
-        raise InvalidResponseError(msg)
-    token = decode_jwt(value)  # InvalidResponseError, message without the token
+        raise BadEntryError(msg)
+    try:
+        token = decode_jwt(value)
+    except InvalidResponseError:
+        msg = "store entry holds no decodable JWT"
+        raise BadEntryError(msg) from None
     if token.expires_at is None:
         msg = "store entry holds a token without expiry"
-        raise InvalidResponseError(msg)
+        raise BadEntryError(msg)
+    assert isinstance(published, int | float)
     return StoreEntry(token, None if skew is None else float(skew), float(published))
 
 
