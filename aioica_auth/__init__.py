@@ -22,10 +22,12 @@ from ._errors import (
     TransportTimeoutError,
     UnauthorizedError,
 )
+from ._file_store import FileTokenStore
 from ._ica import ICA_BASE_URL, IcaTokenApi
 from ._manager import ManagerStats, TokenManager
 from ._models import Domain, ErrorResponse, Problem, TokenDetailResponse, TokenResponse, Workgroup
 from ._policy import Policy
+from ._store import TokenStore, TokenStoreError
 from ._sync import SyncTokenManager
 from ._token import Token
 from ._version import __version__
@@ -41,6 +43,7 @@ __all__ = [
     "DiscoveredCredentials",
     "Domain",
     "ErrorResponse",
+    "FileTokenStore",
     "ForbiddenError",
     "IcaError",
     "IcaTokenApi",
@@ -58,6 +61,8 @@ __all__ = [
     "TokenDetailResponse",
     "TokenManager",
     "TokenResponse",
+    "TokenStore",
+    "TokenStoreError",
     "TokenUnavailableError",
     "TransportError",
     "TransportTimeoutError",
