@@ -47,6 +47,7 @@ __all__ = ["SharedSource", "shared_sources"]
 logger = logging.getLogger("aioica_auth")
 
 _OP_TIMEOUT = 5.0  # seconds: the longest one store call may take (and at most request_timeout)
+_MIN_POLL = 0.01  # seconds: the shortest pass of the waiting loop, whatever `wait` does
 _T = TypeVar("_T")
 
 
@@ -158,7 +159,11 @@ class SharedSource:
                 issued = await self.inner.renew(current)
                 await self._publish(issued)
                 return issued
+            polled = clock.monotonic()
             await self._op(self.store.wait(self.key, left))
+            rest = _MIN_POLL - (clock.monotonic() - polled)
+            if rest > 0:  # a store whose wait does not wait must not make this loop spin
+                await asyncio.sleep(rest)
 
     async def _as_holder(self, current: Token | None, handle: object) -> Issued:
         try:

@@ -9,6 +9,7 @@ within its bound; what cannot be shared is refused at construction.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -351,3 +352,55 @@ def test_an_entry_shows_no_token() -> None:
     entry = StoreEntry(token, None, 0.0)
     assert token.value not in repr(entry)
     assert token.value not in str(entry)
+
+
+class BusyStore:
+    """A store whose lease is always taken and whose `wait` returns at once, never yielding."""
+
+    def __init__(self) -> None:
+        self.waits = 0
+
+    async def read(self, key: str) -> bytes | None:
+        return None
+
+    async def acquire(self, key: str, ttl: float) -> object | None:
+        return None
+
+    async def release(self, key: str, handle: object) -> None:
+        return None
+
+    async def publish(self, key: str, entry: bytes, *, expires_at: float) -> bool:
+        return True
+
+    async def wait(self, key: str, within: float) -> None:
+        self.waits += 1
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_store_that_never_waits_cannot_make_the_manager_spin(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with LocalIcaServer() as srv:
+        store = BusyStore()
+        loop = asyncio.get_running_loop()
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(loop.time())
+                await asyncio.sleep(0.05)
+
+        beat = asyncio.create_task(ticker())
+        try:
+            async with manager(srv, store, request_timeout=0.5) as m:  # lease time 3 s
+                await m.token()
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+        gaps = [b - a for a, b in itertools.pairwise(ticks)]
+        assert max(gaps) < 1.0  # the loop kept running throughout
+        assert store.waits <= 3.0 / 0.01 + 1  # at least 10 ms a pass
+        assert srv.counts["ica.create"] == 1
+        assert any("lease was held" in w for w in store_warnings(caplog))
