@@ -135,3 +135,51 @@ async def test_a_holder_killed_mid_mint_delays_the_others_by_the_lease_time_at_m
         assert r["first_token"] <= lease_time + latency + 3, r
         assert set(r["statuses"]) == {"200"}, r["statuses"]
     assert creates <= 1 + 2  # the killed holder's, then one for the others (two at worst)
+
+
+@pytest.mark.timeout(150)
+async def test_redis_stopped_mid_run_costs_nothing_and_sharing_resumes_after_restart(
+    request: pytest.FixtureRequest,
+) -> None:
+    redis = request.getfixturevalue("redis_server")
+    lifetime, processes = 6.0, 4
+    interval = lifetime - lifetime / 20 - 1.0  # refresh_margin 1 s, leeway L/20
+    async with LocalIcaServer(lifetime=lifetime) as srv:
+        start = time.time() + 4.0
+        until = start + 26.0
+        procs = [
+            await spawn(
+                srv,
+                f"redis:{redis.url}",
+                start=start,
+                until=until,
+                refresh_margin=1.0,
+                request_timeout=1.0,
+                tasks=4,
+                pause=0.1,
+            )
+            for _ in range(processes)
+        ]
+        await asyncio.sleep(max(0.0, start + 6.0 - time.time()))
+        await asyncio.to_thread(redis.stop)  # down for 8 s: about two renewals each
+        before_outage = srv.counts["ica.create"]
+        await asyncio.sleep(max(0.0, start + 14.0 - time.time()))
+        await asyncio.to_thread(redis.start)
+        during_outage = srv.counts["ica.create"] - before_outage
+        # Each worker's next renewal goes through the store again: within one interval.
+        await asyncio.sleep(max(0.0, start + 14.0 + interval + 0.5 - time.time()))
+        rejoined = srv.counts["ica.create"]
+        results = [await collect(p) for p in procs]
+        after = srv.counts["ica.create"] - rejoined
+    window = until - (start + 14.0 + interval + 0.5)
+    print(f"mints: {before_outage} before, {during_outage} during, {after} after ({window:.1f} s)")
+    assert before_outage <= 3
+    assert during_outage >= processes  # each renewed on its own meanwhile
+    assert after <= window / interval + 2  # shared again: about one per refresh
+    for r in results:
+        assert set(r["statuses"]) == {"200"}, r["statuses"]  # nothing lost, no 401
+        assert r["expired"] == 0
+        failed = [w for w in r["warnings"] if "failed" in w]
+        assert len(failed) == 1, r["warnings"]
+        assert any("answers again" in w for w in r["warnings"]), r["warnings"]
+        assert find_secret(r["stderr"] + json.dumps(r["warnings"]), [srv.api_key]) is None
