@@ -167,6 +167,14 @@ class SyncTokenManager:
     def __repr__(self) -> str:
         return f"Sync{self._manager!r}"
 
+    def __copy__(self) -> SyncTokenManager:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SyncTokenManager:
+        """Itself: a copy would share the thread and loop anyway. So an object holding a
+        manager can be copied, as libica copies a `Configuration` (`set_default`)."""
+        return self
+
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if getattr(self, "_closed", True) or self._forked:
             return
