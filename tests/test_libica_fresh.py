@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from aioica_auth import ApiKey, SyncTokenManager, Token, TokenManager
+from aioica_auth import ApiKey, SyncTokenManager, Token, TokenManager, TokenUnavailableError
 from aioica_auth.testing import LocalIcaServer
 
 pytest.importorskip("libica.openapi.v2")
@@ -280,3 +280,43 @@ async def test_fresh_configuration_reads_the_manager_per_request(
         assert await asyncio.to_thread(lambda: configuration.access_token) == second
     finally:
         await asyncio.to_thread(manager.close)
+
+
+@pytest.mark.timeout(30)
+async def test_fresh_configuration_without_a_valid_token_sends_nothing(
+    servers: Callable[..., Any],
+) -> None:
+    """When the manager cannot renew (the mint refused) and its token has expired, a libica
+    call through FreshConfiguration raises TokenUnavailableError and sends no request: no
+    401 from the resource, ever."""
+    server = await servers(lifetime=1.0)
+    manager = SyncTokenManager.for_ica(
+        ApiKey(server.api_key), base_url=server.ica_base_url, acquire_timeout=1.0
+    )
+    package, api_class = CLIENTS["v3"]
+
+    def until_unavailable() -> tuple[int, BaseException | None]:
+        accepted = 0
+        configuration = FRESH["v3"](manager, host=server.ica_base_url)
+        with package.ApiClient(configuration) as api_client:
+            api = api_class(api_client)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                try:
+                    api.get_analysis_usage_details(project_id="v3", analysis_id="a")
+                except TokenUnavailableError as exc:
+                    return accepted, exc
+                accepted += 1
+                time.sleep(0.02)
+        return accepted, None
+
+    try:
+        await asyncio.to_thread(manager.token)
+        server.outage("ica.create", status=401)  # every renewal refused from now on
+        accepted, error = await asyncio.to_thread(until_unavailable)
+    finally:
+        await asyncio.to_thread(manager.close)
+    assert accepted > 0
+    assert isinstance(error, TokenUnavailableError)
+    assert server.statuses["resource", 401] == 0
+    assert server.counts["resource"] == accepted
