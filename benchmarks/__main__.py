@@ -22,7 +22,7 @@ from ._remote import RemoteServer
 
 FULL: dict[str, dict[str, Any]] = {
     "H": {"tasks": 1000, "calls": 200, "rounds": 7},
-    "Y": {"calls": 200_000, "threads": 4, "rounds": 7},
+    "Y": {"calls": 50_000, "threads": 4, "rounds": 21},
     "S": {"tasks": 10_000, "latency": 0.05},
     "C": {"tasks": 10_000, "latency": 0.05, "rounds": 7},
     "L": {"tasks": 200, "duration": 14.0, "lifetime": 4.0},

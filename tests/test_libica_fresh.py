@@ -272,6 +272,8 @@ async def test_fresh_configuration_reads_the_manager_per_request(
             configuration.access_token = "a-token"
         duplicate = copy.deepcopy(configuration)
         assert duplicate.manager is manager
+        assert copy.copy(configuration).manager is manager
+        assert copy.copy(manager) is manager
         assert duplicate.host == server.ica_base_url
         deadline = time.monotonic() + 10
         while (second := await asyncio.to_thread(lambda: duplicate.access_token)) == first:
