@@ -4,6 +4,7 @@ python -m benchmarks                  # full sizes (about a minute)
 python -m benchmarks --smoke          # tiny sizes: checks the benchmarks still run
 python -m benchmarks --only H,S --json results.json
 python -m benchmarks --only C,H       # the cold storm and the hot path only
+python -m benchmarks --only Y         # the synchronous hot path (SyncTokenManager)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ._remote import RemoteServer
 
 FULL: dict[str, dict[str, Any]] = {
     "H": {"tasks": 1000, "calls": 200, "rounds": 7},
+    "Y": {"calls": 50_000, "threads": 4, "rounds": 21},
     "S": {"tasks": 10_000, "latency": 0.05},
     "C": {"tasks": 10_000, "latency": 0.05, "rounds": 7},
     "L": {"tasks": 200, "duration": 14.0, "lifetime": 4.0},
@@ -28,6 +30,7 @@ FULL: dict[str, dict[str, Any]] = {
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "H": {"tasks": 50, "calls": 20, "rounds": 2},
+    "Y": {"calls": 2000, "threads": 2, "rounds": 2},
     "S": {"tasks": 200, "latency": 0.05, "rounds": 1},
     "C": {"tasks": 200, "latency": 0.05, "rounds": 1},
     "L": {"tasks": 10, "duration": 2.0, "lifetime": 1.0},
@@ -46,6 +49,8 @@ async def run(only: set[str], sizes: dict[str, dict[str, Any]]) -> dict[str, Any
     with RemoteServer(latency=0.05) as remote:
         if "H" in only:
             results["H"] = await scenarios.hot_path(remote, **sizes["H"])
+        if "Y" in only:
+            results["Y"] = await scenarios.sync_hot_path(remote, **sizes["Y"])
         if "S" in only:
             results["S"] = await scenarios.storm(remote, **sizes["S"])
         if "C" in only:
@@ -72,6 +77,33 @@ def table(results: dict[str, Any]) -> str:
             ("H", "headers(), single task", f"{h['single_task_ratio']}x floor"),
             ("H", "token()", f"{h['token_ratio']}x floor"),
             ("H", "hand-written lock manager", f"{h['lock_baseline_ratio']}x floor"),
+        ]
+    if y := results.get("Y"):
+        rows += [
+            ("Y", "floor (a plain dict lookup)", f"{y['dict_ns']:.0f} ns/call"),
+            (
+                "Y",
+                "SyncTokenManager.headers(), one thread",
+                f"{y['headers_ns']:.0f} ns/call = {y['headers_ratio']}x floor",
+            ),
+            ("Y", "SyncTokenManager.token(), one thread", f"{y['token_ratio']}x floor"),
+            (
+                "Y",
+                f"headers(), {y['threads']} threads at once",
+                f"{y['threaded_headers_ns']:.0f} ns/call = {y['threaded_headers_ratio']}x "
+                f"floor ({y['threaded_dict_ns']:.0f} ns) in the same threads",
+            ),
+            (
+                "Y",
+                "calls that crossed to the loop thread",
+                f"{y['hot_loop_crossings']} of {y['hot_calls']}",
+            ),
+            (
+                "Y",
+                "for scale: headers(min_validity=...), via the loop",
+                f"{y['hop_ns'] / 1e3:.1f} us/call = {y['hop_ratio']}x floor "
+                f"({y['hop_crossings_per_call']} crossings per call)",
+            ),
         ]
     if s := results.get("S"):
         for case in ("expired", "refresh_point"):
@@ -142,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
-    parser.add_argument("--only", default="H,S,C,L,M,I", help="scenarios to run (default: all)")
+    parser.add_argument("--only", default="H,Y,S,C,L,M,I", help="scenarios to run (default: all)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--quiet", action="store_true", help="print the table only")
     args = parser.parse_args(argv)

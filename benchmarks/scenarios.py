@@ -1,6 +1,8 @@
 """Benchmark scenarios. Every speed figure is a ratio to a floor measured in the same run.
 
 H  hot path: awaited `headers()` on a valid token vs a coroutine that returns a cached dict
+Y  sync hot path: `SyncTokenManager.headers()` on a fresh token vs a plain dict lookup, in one
+   thread and in several, counting the calls that cross to the manager's loop thread (none)
 S  storm: 10,000 tasks call `headers()` at once, on an expired token and at the refresh point
 C  cold storm: 10,000 tasks call `headers()` at once on a fresh manager, vs a no-wait storm
 L  lifecycle: tasks loop `headers()` + GET through the middleware across several lifetimes
@@ -18,6 +20,7 @@ import math
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Iterator
@@ -26,7 +29,7 @@ from typing import Any
 import aiohttp
 import jwt
 
-from aioica_auth import ApiKey, TokenManager
+from aioica_auth import ApiKey, SyncTokenManager, TokenManager
 
 from ._remote import RemoteServer
 
@@ -129,6 +132,125 @@ async def hot_path(remote: RemoteServer, *, tasks: int, calls: int, rounds: int)
         "lock_baseline_ratio": round(many["lock"] / many["floor"], 2),
         "single_task_ratio": round(single["headers"] / single["floor"], 2),
     }
+
+
+def _sync_rate(call: Callable[[], object], threads: int, calls: int) -> float:
+    """ns per call: `threads` threads, released together, each calling `call()` `calls` times
+    (the wall over all their calls: with the GIL, threads share one core's worth of Python)."""
+    if threads == 1:  # in this thread: no wake-up of another one inside the measurement
+        gc.collect()
+        started = time.perf_counter()
+        for _ in range(calls):
+            call()
+        return (time.perf_counter() - started) / calls * 1e9
+    gate = threading.Barrier(threads + 1)
+
+    def one() -> None:
+        gate.wait()
+        for _ in range(calls):
+            call()
+
+    workers = [threading.Thread(target=one) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    gc.collect()
+    gate.wait()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return (time.perf_counter() - started) / (threads * calls) * 1e9
+
+
+def _sync_interleaved(
+    subjects: dict[str, Callable[[], object]], threads: int, calls: int, rounds: int
+) -> dict[str, float]:
+    """Median ns per call of each subject, rounds interleaved so drift hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in subjects}
+    for _ in range(rounds):
+        for name, call in subjects.items():
+            samples[name].append(_sync_rate(call, threads, calls))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+class _Crossings:
+    """Counts what is handed to a loop from other threads (`call_soon_threadsafe`, which
+    `run_coroutine_threadsafe` uses): the only way into the manager's loop thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.count = 0
+        self._loop = loop
+        self._original = loop.call_soon_threadsafe
+
+    def _counting(self, *args: Any, **kwargs: Any) -> Any:
+        self.count += 1
+        return self._original(*args, **kwargs)
+
+    def __enter__(self) -> _Crossings:
+        self._loop.call_soon_threadsafe = self._counting  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self._loop.call_soon_threadsafe  # the class's method again
+
+
+def _sync_hot_path(
+    remote: RemoteServer, *, calls: int, threads: int, rounds: int
+) -> dict[str, Any]:
+    cache = {"headers": {"Authorization": "Bearer x"}}
+
+    def lookup() -> object:
+        return cache["headers"]
+
+    with SyncTokenManager.for_ica(ApiKey(remote.api_key), base_url=remote.ica_base_url) as m:
+        m.headers()  # the first token: this one crosses to the loop thread and mints
+        with _Crossings(m._loop) as hot:
+            one = _sync_interleaved(
+                {"dict": lookup, "headers": m.headers, "token": m.token}, 1, calls, rounds
+            )
+            many = _sync_interleaved(
+                {"dict": lookup, "headers": m.headers}, threads, calls // threads, rounds
+            )
+        hot_calls = rounds * (2 * calls + threads * (calls // threads))  # manager calls
+        # For scale: a call that must go to the loop thread (min_validity always does).
+        crossing_calls = max(calls // 200, 10)
+        with _Crossings(m._loop) as hop:
+            crossed = _sync_interleaved(
+                {"hop": lambda: m.headers(min_validity=1.0)}, 1, crossing_calls, rounds
+            )
+    return {
+        "calls": calls,
+        "threads": threads,
+        "rounds": rounds,
+        "dict_ns": round(one["dict"], 1),
+        "headers_ns": round(one["headers"], 1),
+        "token_ns": round(one["token"], 1),
+        "headers_ratio": round(one["headers"] / one["dict"], 2),
+        "token_ratio": round(one["token"] / one["dict"], 2),
+        "threaded_dict_ns": round(many["dict"], 1),
+        "threaded_headers_ns": round(many["headers"], 1),
+        "threaded_headers_ratio": round(many["headers"] / many["dict"], 2),
+        "hot_calls": hot_calls,
+        "hot_loop_crossings": hot.count,
+        "hop_ns": round(crossed["hop"], 1),
+        "hop_ratio": round(crossed["hop"] / one["dict"], 1),
+        "hop_crossings_per_call": round(hop.count / (rounds * crossing_calls), 2),
+    }
+
+
+async def sync_hot_path(
+    remote: RemoteServer, *, calls: int, threads: int, rounds: int
+) -> dict[str, Any]:
+    """Y: ns per `SyncTokenManager.headers()` / `token()` call on a fresh token, and the
+    ratio to a plain dict lookup (a function returning `cache["headers"]`), in one thread
+    and in `threads` threads at once; how many of those calls crossed to the manager's loop
+    thread (the figure is 0); and, for scale, a call that does cross (`min_validity`).
+
+    Run from a worker thread: a `SyncTokenManager` refuses to block inside a running loop.
+    """
+    remote.set(lifetime=3600.0)  # no refresh point inside the run
+    return await asyncio.to_thread(
+        _sync_hot_path, remote, calls=calls, threads=threads, rounds=rounds
+    )
 
 
 async def _storm(
