@@ -160,7 +160,8 @@ class SharedSource:
                 await self._publish(issued)
                 return issued
             polled = clock.monotonic()
-            await self._op(self.store.wait(self.key, left))
+            # Within half the call bound: a quiet wait must not look like a hung store.
+            await self._op(self.store.wait(self.key, min(left, self.op_timeout / 2)))
             rest = _MIN_POLL - (clock.monotonic() - polled)
             if rest > 0:  # a store whose wait does not wait must not make this loop spin
                 await asyncio.sleep(rest)
