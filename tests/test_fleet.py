@@ -404,3 +404,28 @@ async def test_a_store_that_never_waits_cannot_make_the_manager_spin(
         assert store.waits <= 3.0 / 0.01 + 1  # at least 10 ms a pass
         assert srv.counts["ica.create"] == 1
         assert any("lease was held" in w for w in store_warnings(caplog))
+
+
+class PatientStore(FlakyStore):
+    """A store whose `wait` takes all the time it is given (as a notification would)."""
+
+    async def wait(self, key: str, within: float) -> None:
+        await asyncio.sleep(within)
+
+
+async def test_a_wait_that_takes_its_whole_time_is_not_taken_for_a_hung_store(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with LocalIcaServer() as srv:
+        store = PatientStore(FileTokenStore(tmp_path))
+        squatter = FileTokenStore(tmp_path)
+        held = await squatter.acquire(key_of(srv), 60.0)
+        assert held is not None
+        try:
+            async with manager(srv, store, request_timeout=1.0) as m:  # calls bounded by 1 s
+                await m.token()
+        finally:
+            await squatter.release(key_of(srv), held)
+        warned = store_warnings(caplog)
+        assert any("lease was held" in w for w in warned), warned
+        assert not any("failed" in w for w in warned), warned
