@@ -26,6 +26,7 @@ from ._ica import ICA_BASE_URL, IcaTokenApi
 from ._manager import ManagerStats, TokenManager
 from ._models import Domain, ErrorResponse, Problem, TokenDetailResponse, TokenResponse, Workgroup
 from ._policy import Policy
+from ._redis_store import RedisTokenStore
 from ._sync import SyncTokenManager
 from ._token import Token
 from ._version import __version__
@@ -52,6 +53,7 @@ __all__ = [
     "Problem",
     "PsToken",
     "RateLimitError",
+    "RedisTokenStore",
     "ServerError",
     "SyncTokenManager",
     "Token",

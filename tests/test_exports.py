@@ -29,6 +29,7 @@ EXPORTED = [
     "Problem",
     "PsToken",
     "RateLimitError",
+    "RedisTokenStore",
     "ServerError",
     "SyncTokenManager",
     "Token",
