@@ -130,9 +130,6 @@ class RedisTokenStore:
     def __init__(self, client_or_url: str | redis.asyncio.Redis, *, prefix: str = "aioica_auth"):
         try:
             import redis.asyncio
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-            from redis.exceptions import ConnectionError as RedisConnectionError
             from redis.exceptions import RedisError
         except ImportError:
             raise ImportError(_EXTRA) from None
@@ -143,18 +140,12 @@ class RedisTokenStore:
         self._closed = False
         self._failures: tuple[type[Exception], ...] = (RedisError, OSError)
         if isinstance(client_or_url, str):
-            try:
-                client = redis.asyncio.Redis.from_url(
-                    client_or_url,
-                    socket_connect_timeout=_CONNECT_TIMEOUT,
-                    socket_timeout=_SOCKET_TIMEOUT,
-                    retry=Retry(NoBackoff(), _RETRIES, supported_errors=(RedisConnectionError,)),
-                )
-            except ValueError:
-                # Not chained: urllib's messages can quote part of the URL (a "port" cut out
-                # of a password holding a slash).
+            client = _from_url(client_or_url)
+            if client is None:
+                # Raised outside the `except`: urllib's messages can quote part of the URL
+                # (a "port" cut out of a password holding a slash).
                 msg = "not a Redis URL: expected redis://, rediss:// or unix:// and a valid port"
-                raise ValueError(msg) from None
+                raise ValueError(msg)
             self._owned = True
         elif isinstance(client_or_url, redis.asyncio.Redis):
             client = client_or_url
@@ -265,10 +256,18 @@ class RedisTokenStore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (within if within > 0 else 0.0)
         try:
+            # The timeout cuts a hung call short. It is not the only check of the deadline:
+            # on Python 3.11, redis-py can swallow a cancellation that lands as a command is
+            # sent, and then the call simply returns.
             async with asyncio.timeout_at(deadline):
                 first = await self._state(key)
                 while first[1] is not None:
-                    await asyncio.sleep(random.uniform(POLL_MIN, POLL_MAX))
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    await asyncio.sleep(min(left, random.uniform(POLL_MIN, POLL_MAX)))
+                    if loop.time() >= deadline:
+                        break
                     now = await self._state(key)
                     if now != first or now[1] is None:
                         break
@@ -378,6 +377,25 @@ def _as_bytes(value: object) -> bytes | None:
     if value is None or isinstance(value, bytes):
         return value
     return str(value).encode()
+
+
+def _from_url(url: str) -> redis.asyncio.Redis | None:
+    """A client for `url` with this module's bounds, or None if it is not a Redis URL."""
+    import redis.asyncio
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as LostConnection
+
+    retry = Retry(NoBackoff(), _RETRIES, supported_errors=(LostConnection,))
+    try:
+        return redis.asyncio.Redis.from_url(
+            url,
+            socket_connect_timeout=_CONNECT_TIMEOUT,
+            socket_timeout=_SOCKET_TIMEOUT,
+            retry=retry,
+        )
+    except ValueError:
+        return None
 
 
 def _where(client: Any) -> str:
