@@ -30,7 +30,7 @@ import re
 import secrets
 import time
 import warnings
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -156,10 +156,10 @@ class RedisTokenStore:
         self._client: redis.asyncio.Redis = client
         self._publish = client.register_script(_PUBLISH)
         self._release = client.register_script(_RELEASE)
-        self._where = _where(client)
+        self._shown, self._where = _where(client)
 
     def __repr__(self) -> str:
-        return f"RedisTokenStore({self._where}, prefix={self._prefix!r})"
+        return f"RedisTokenStore({self._shown}, prefix={self._prefix!r})"
 
     def __del__(self) -> None:
         if getattr(self, "_owned", False) and not self._closed:
@@ -181,7 +181,7 @@ class RedisTokenStore:
         Raises:
             TokenStoreError: Redis failed or could not be reached.
         """
-        value = await self._call("read", self._client.hget(self._token_key(key), "entry"))
+        value = await self._call("read", lambda: self._client.hget(self._token_key(key), "entry"))
         return _as_bytes(value)
 
     async def acquire(self, key: str, ttl: float) -> object | None:
@@ -200,7 +200,7 @@ class RedisTokenStore:
         lease = _Lease(self._lease_key(key), secrets.token_hex(16))
         ms = max(1, math.ceil(ttl * 1000))
         taken = await self._call(
-            "acquire", self._client.set(lease.name, lease.token, nx=True, px=ms)
+            "acquire", lambda: self._client.set(lease.name, lease.token, nx=True, px=ms)
         )
         logger.debug("store lease %s…: %s", key[:8], "taken" if taken else "held by another")
         return lease if taken else None
@@ -215,8 +215,9 @@ class RedisTokenStore:
         if not isinstance(handle, _Lease) or handle.name != self._lease_key(key):
             msg = "not a lease that a RedisTokenStore with this prefix took for this key"
             raise ValueError(msg)
-        call = self._release(keys=[handle.name], args=[handle.token])
-        freed = await self._call("release", call)
+        freed = await self._call(
+            "release", lambda: self._release(keys=[handle.name], args=[handle.token])
+        )
         logger.debug("store lease %s…: %s", key[:8], "released" if freed else "had run out")
 
     async def publish(self, key: str, entry: bytes, *, expires_at: float) -> bool:
@@ -239,8 +240,10 @@ class RedisTokenStore:
         if ms <= 0:
             logger.debug("store entry %s…: not published, its token has expired", key[:8])
             return False
-        call = self._publish(keys=[self._token_key(key)], args=[repr(float(expires_at)), entry, ms])
-        stored = bool(await self._call("publish", call))
+        args: list[bytes | str | int] = [repr(float(expires_at)), entry, ms]
+        stored = bool(
+            await self._call("publish", lambda: self._publish([self._token_key(key)], args))
+        )
         logger.debug(
             "store entry %s…: %s", key[:8], "published" if stored else "a later one is stored"
         )
@@ -261,13 +264,8 @@ class RedisTokenStore:
             # sent, and then the call simply returns.
             async with asyncio.timeout_at(deadline):
                 first = await self._state(key)
-                while first[1] is not None:
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        break
+                while first[1] is not None and (left := deadline - loop.time()) > 0:
                     await asyncio.sleep(min(left, random.uniform(POLL_MIN, POLL_MAX)))
-                    if loop.time() >= deadline:
-                        break
                     now = await self._state(key)
                     if now != first or now[1] is None:
                         break
@@ -295,19 +293,18 @@ class RedisTokenStore:
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.hget(self._token_key(key), "exp")
             pipe.get(self._lease_key(key))
-            exp, holder = await self._call("wait", pipe.execute())
+            exp, holder = await self._call("wait", pipe.execute)
         return _as_bytes(exp), _as_bytes(holder)
 
-    async def _call(self, operation: str, call: Awaitable[_T]) -> _T:
+    async def _call(self, operation: str, call: Callable[[], Awaitable[_T]]) -> _T:
         """Await one Redis call; its failure becomes a `TokenStoreError` (raised outside the
         `except`, so redis-py's exception is neither its cause nor its context)."""
         if self._closed:
-            _close(call)
             msg = f"{self!r} is closed"
             raise RuntimeError(msg)
         failure: TokenStoreError | None = None
         try:
-            return await call
+            return await call()
         except self._failures as exc:
             failure = self._error(operation, exc)
         raise failure
@@ -398,17 +395,17 @@ def _from_url(url: str) -> redis.asyncio.Redis | None:
         return None
 
 
-def _where(client: Any) -> str:
-    """host:port/db (or the socket path) of a client, from its pool: never its password."""
-    kwargs = getattr(client.connection_pool, "connection_kwargs", {})
+def _where(client: Any) -> tuple[str, str]:
+    """Where a client connects, from its pool (never its password): as repr arguments, and
+    as words for error messages."""
+    pool = client.connection_pool
+    kwargs = getattr(pool, "connection_kwargs", {})
+    db = kwargs.get("db", 0)
+    service = getattr(pool, "service_name", None)  # a Sentinel pool finds its host itself
+    if service is not None:
+        return f"sentinel_service={service!r}, db={db!r}", f"Sentinel service {service} (db {db})"
     if "path" in kwargs:
-        place = str(kwargs["path"])
-    else:
-        place = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
-    return f"{place}/{kwargs.get('db', 0)}"
-
-
-def _close(call: Awaitable[Any]) -> None:
-    close = getattr(call, "close", None)
-    if close is not None:
-        close()
+        path = kwargs["path"]
+        return f"path={path!r}, db={db!r}", f"{path} (db {db})"
+    host, port = kwargs.get("host"), kwargs.get("port")
+    return f"host={host!r}, port={port!r}, db={db!r}", f"{host}:{port} (db {db})"

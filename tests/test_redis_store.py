@@ -143,7 +143,28 @@ def test_bad_url_quotes_none_of_it() -> None:
 async def test_is_a_token_store(store: RedisTokenStore, redis_server: RedisServer) -> None:
     """The store satisfies the `TokenStore` protocol; its repr names the server, not secrets."""
     assert isinstance(store, TokenStore)
-    assert repr(store) == f"RedisTokenStore(127.0.0.1:{redis_server.port}/0, prefix='aioica_auth')"
+    assert repr(store) == (
+        f"RedisTokenStore(host='127.0.0.1', port={redis_server.port}, db=0, prefix='aioica_auth')"
+    )
+
+
+def test_missing_redis_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py not importable: building a store is an ImportError saying what to install."""
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    with pytest.raises(ImportError, match=r"pip install 'aioica_auth\[redis\]'"):
+        RedisTokenStore("redis://127.0.0.1:1")
+
+
+async def test_repr_of_other_places() -> None:
+    """A Unix socket URL and a Sentinel client show where they go, and no password."""
+    async with RedisTokenStore("unix://:pw-9c2e@/run/redis.sock?db=2") as store:
+        assert repr(store) == "RedisTokenStore(path='/run/redis.sock', db=2, prefix='aioica_auth')"
+    sentinel = redis.asyncio.Sentinel([("127.0.0.1", 1)], password="pw-9c2e")
+    client = sentinel.master_for("ica", password="pw-9c2e")
+    store = RedisTokenStore(client, prefix="p")
+    assert repr(store) == "RedisTokenStore(sentinel_service='ica', db=0, prefix='p')"
+    await store.aclose()
+    await client.aclose()
 
 
 # --- read, publish -----------------------------------------------------------------------
@@ -464,6 +485,37 @@ async def test_a_server_error_names_its_code_only(
         await store.read(key)
 
 
+async def test_a_server_that_hangs_up() -> None:
+    """Something that accepts connections and closes them at once: "connection failed or
+    lost" (after the one retry), at once."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with RedisTokenStore(f"redis://127.0.0.1:{port}/0") as store:
+            started = time.monotonic()
+            with pytest.raises(
+                TokenStoreError, match=r": read: connection failed or lost$"
+            ) as info:
+                await store.read(new_key())
+            assert time.monotonic() - started < DOWN_BOUND
+            no_redis_exception_chained(info.value)
+            assert type(info.value.__cause__) is ConnectionError
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_client_side_error_is_named(store: RedisTokenStore) -> None:
+    """redis-py refusing an argument (an entry that is not bytes) is a TokenStoreError naming
+    redis-py's error class only."""
+    with pytest.raises(TokenStoreError, match=r": publish: DataError$"):
+        await store.publish(new_key(), {"not": "bytes"}, expires_at=time.time() + 60)  # type: ignore[arg-type]
+
+
 # --- ownership and lifecycle -------------------------------------------------------------
 
 
@@ -497,7 +549,9 @@ async def test_a_callers_client_is_left_open(redis_server: RedisServer) -> None:
     """A client the caller built is theirs: `aclose` leaves it working."""
     client = redis.asyncio.Redis(host="127.0.0.1", port=redis_server.port)
     store = RedisTokenStore(client)
-    assert repr(store) == f"RedisTokenStore(127.0.0.1:{redis_server.port}/0, prefix='aioica_auth')"
+    assert repr(store) == (
+        f"RedisTokenStore(host='127.0.0.1', port={redis_server.port}, db=0, prefix='aioica_auth')"
+    )
     await store.read(new_key())
     await store.aclose()
     assert await client.ping() is True
