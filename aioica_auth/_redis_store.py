@@ -99,7 +99,7 @@ class RedisTokenStore:
     It stores, per store key, the entry a manager published (a JSON document holding the
     token itself, so a **bearer secret**) beside the token's `exp`, and a renewal lease.
     Anyone who can read the prefix's keys can use the token: in production connect with
-    TLS (``rediss://``) as an ACL user limited to them, for example
+    TLS (``rediss://``) as an ACL user limited to them, for the default prefix
     ``ACL SETUSER ica on >PASSWORD ~aioica_auth:* +@read +@write +@scripting -@dangerous``.
     Nothing of an entry, and no password, is ever logged or put in an error.
 
@@ -112,13 +112,14 @@ class RedisTokenStore:
     Waiting polls: `wait` looks at the entry's `exp` and the lease every 20 to 80 ms (random,
     so a fleet does not poll in step) and returns as soon as the lease is free or either has
     changed, and after `within` seconds at the latest; a waiter so learns of a new token
-    within 80 ms of its publication.
+    within one poll of its publication (80 ms and a round trip at most).
 
     Args:
         client_or_url: A `redis.asyncio.Redis` you built (TLS, ACL, Sentinel's
             `master_for`, ...), which `aclose` leaves open, since it is yours; or a URL
             (``redis://``, ``rediss://``, ``unix://``) for a client built here with a 2 s
-            connect and read timeout and one immediate retry, closed by `aclose`.
+            connect and read timeout and one immediate retry of a lost connection, closed
+            by `aclose`.
         prefix: The first part of every key (and of the ACL pattern that guards them).
 
     Raises:
