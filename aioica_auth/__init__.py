@@ -22,11 +22,13 @@ from ._errors import (
     TransportTimeoutError,
     UnauthorizedError,
 )
+from ._file_store import FileTokenStore
 from ._ica import ICA_BASE_URL, IcaTokenApi
 from ._manager import ManagerStats, TokenManager
 from ._models import Domain, ErrorResponse, Problem, TokenDetailResponse, TokenResponse, Workgroup
 from ._policy import Policy
 from ._redis_store import RedisTokenStore
+from ._store import TokenStore, TokenStoreError
 from ._sync import SyncTokenManager
 from ._token import Token
 from ._version import __version__
@@ -42,6 +44,7 @@ __all__ = [
     "DiscoveredCredentials",
     "Domain",
     "ErrorResponse",
+    "FileTokenStore",
     "ForbiddenError",
     "IcaError",
     "IcaTokenApi",
@@ -60,6 +63,8 @@ __all__ = [
     "TokenDetailResponse",
     "TokenManager",
     "TokenResponse",
+    "TokenStore",
+    "TokenStoreError",
     "TokenUnavailableError",
     "TransportError",
     "TransportTimeoutError",

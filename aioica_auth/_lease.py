@@ -68,6 +68,7 @@ class Provenance(enum.Enum):
     GIVEN = "given"
     MINTED = "minted"
     REFRESHED = "refreshed"
+    SHARED = "shared"  # taken from a fleet's TokenStore
 
 
 class TokenState(enum.Enum):

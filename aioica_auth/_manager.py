@@ -41,6 +41,7 @@ from ._backoff import Backoff, Severity, classify, unavailable
 from ._console import CONSOLE_BASE_URL, MintOptions
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
 from ._errors import IcaError
+from ._fleet import shared_sources
 from ._http import check_base_url, check_session
 from ._ica import ICA_BASE_URL
 from ._lease import Clock, Lease, Provenance, SystemClock, TokenState
@@ -48,6 +49,7 @@ from ._middleware import BearerMiddleware
 from ._policy import Policy, plan
 from ._renewal import Renewal
 from ._sources import SourceFactory, TokenSource, console_sources, ica_sources
+from ._store import TokenStore
 from ._token import Token
 
 if TYPE_CHECKING:
@@ -63,6 +65,13 @@ class _Again(enum.Enum):
 
 
 _AGAIN = _Again.AGAIN
+
+
+_COUNTERS = {
+    Provenance.MINTED: "mints",
+    Provenance.REFRESHED: "refreshes",
+    Provenance.SHARED: "shared",
+}
 
 
 class Lifecycle(enum.Enum):
@@ -84,6 +93,7 @@ class ManagerStats:
         failures: Renewal attempts that failed (each retried with backoff).
         waits: Calls that had to wait for a token instead of getting the cached one.
         invalidations: Tokens dropped because a resource answered 401 for them.
+        shared: Tokens taken from the fleet's `TokenStore`, published by another manager.
     """
 
     mints: int = 0
@@ -92,6 +102,7 @@ class ManagerStats:
     failures: int = 0
     waits: int = 0
     invalidations: int = 0
+    shared: int = 0
 
 
 class TokenManager:
@@ -157,6 +168,7 @@ class TokenManager:
         tenant: str | None = None,
         session: aiohttp.ClientSession | None = None,
         on_token: Callable[[Token], object] | None = None,
+        store: TokenStore | None = None,
         **policy: Any,
     ) -> TokenManager:
         """A manager for ICA v2 (`/ica/rest/api/tokens`).
@@ -170,6 +182,9 @@ class TokenManager:
             session: An `aiohttp.ClientSession` for the token requests; by default the
                 manager creates its own and closes it in `aclose()`.
             on_token: Called with each new `Token`, outside the refresh path.
+            store: A `TokenStore` (`FileTokenStore`, `RedisTokenStore`) shared by the
+                managers of a fleet, so that they make about one token request per refresh
+                in all; yours to close. Not for a `Jwt`.
             **policy: Any `Policy` field: `refresh_margin`, `min_validity`, `leeway`, ...
                 (`revoke_on_close` is for the console: ICA v2 has no revoke endpoint).
 
@@ -183,6 +198,15 @@ class TokenManager:
             msg = "revoke_on_close is for the console (for_console): ICA v2 cannot revoke a JWT"
             raise ValueError(msg)
         factory = ica_sources(credential, url, tenant)
+        if store is not None:
+            factory = shared_sources(
+                factory,
+                store,
+                platform="ica",
+                base_url=str(url),
+                credential=credential,
+                options=[f"tenant={tenant or ''}"],
+            )
         return cls(factory, base_url=url, session=session, policy=rules, on_token=on_token)
 
     @classmethod
@@ -199,6 +223,7 @@ class TokenManager:
         cwid: str | None = None,
         cid: str | None = None,
         on_token: Callable[[Token], object] | None = None,
+        store: TokenStore | None = None,
         **policy: Any,
     ) -> TokenManager:
         """A manager for the console v1 (`/v1/tokens`).
@@ -212,6 +237,7 @@ class TokenManager:
             client_id, domain, data, scopes, cwid, cid: Query options of every mint
                 (see `ConsoleTokenApi.create_token`).
             on_token: Called with each new `Token`, outside the refresh path.
+            store: As in `for_ica`; not for a `PsToken` (its session is one manager's).
             **policy: Any `Policy` field, including `keepalive_interval` and
                 `revoke_on_close`.
 
@@ -221,6 +247,15 @@ class TokenManager:
         url = check_base_url(base_url)
         options = MintOptions(client_id, domain, data, scopes, cwid, cid)
         factory = console_sources(credential, url, options)
+        if store is not None:
+            factory = shared_sources(
+                factory,
+                store,
+                platform="console",
+                base_url=str(url),
+                credential=credential,
+                options=[f"{k}={v}" for k, v in options.params(return_session_token=False)],
+            )
         return cls(
             factory,
             base_url=url,
@@ -363,6 +398,7 @@ class TokenManager:
         self._counts["invalidations"] += 1
         logger.info("token %s refused by a resource: renewing", lease.token.fingerprint)
         if self._renewal is not None and self._lifecycle is Lifecycle.OPEN:
+            self._renewal.source.refused(lease.token)
             self._renewal.flight.start()
         return True
 
@@ -615,8 +651,9 @@ class TokenManager:
         self._lease = lease
         self._set_hot(lease)
         self._recent = (lease.authorization, *self._recent[:3])
-        if lease.provenance is not Provenance.GIVEN:
-            self._counts["mints" if lease.provenance is Provenance.MINTED else "refreshes"] += 1
+        counter = _COUNTERS.get(lease.provenance)
+        if counter is not None:
+            self._counts[counter] += 1
         timing = lease.timing
         lifetime = "unknown" if timing.lifetime is None else f"{timing.lifetime:.1f} s"
         skew = "" if timing.skew is None else f", server clock {timing.skew:+.0f} s from ours"

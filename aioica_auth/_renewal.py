@@ -169,7 +169,8 @@ class Renewal:
         return lease
 
     async def _fetch(self, live: Token | None) -> Issued:
-        budget = 2 * self.policy.request_timeout + 1  # a keep-alive and a mint at most
+        # A keep-alive and a mint at most, and a fleet store's lease.
+        budget = 2 * self.policy.request_timeout + 1 + self.source.extra_budget
         try:
             async with asyncio.timeout(budget):
                 return await self.source.renew(live)
@@ -190,7 +191,10 @@ class Renewal:
         if timing.expires <= reply.received_at:
             msg = "the token endpoint answered with a token that had already expired"
             raise SoftFailureError(msg)
-        provenance = Provenance.MINTED if issued.minted else Provenance.REFRESHED
+        if issued.shared:
+            provenance = Provenance.SHARED
+        else:
+            provenance = Provenance.MINTED if issued.minted else Provenance.REFRESHED
         offset = reply.sent_wall - reply.sent_at
         return Lease(token, timing, provenance, reply.received_at, offset)
 

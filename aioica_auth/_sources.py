@@ -55,6 +55,8 @@ class Issued:
     token: Token
     reply: Reply
     minted: bool
+    shared: bool = False
+    """Taken from a fleet's `TokenStore` (published by another manager), not fetched."""
 
 
 class TokenSource(Protocol):
@@ -62,6 +64,9 @@ class TokenSource(Protocol):
 
     keeps_session: bool
     """Whether `keep_alive` does anything (a console psToken session)."""
+
+    extra_budget: float
+    """Seconds a renewal may take beyond a keep-alive and a mint (a fleet store's lease)."""
 
     def initial(self) -> Token | None:
         """A token to use before any request (a `Jwt` given by the caller), or None."""
@@ -75,6 +80,9 @@ class TokenSource(Protocol):
     async def revoke(self, token: Token) -> None:
         """Revoke a token this source obtained, where the platform can."""
 
+    def refused(self, token: Token) -> None:
+        """A resource refused `token` (a 401): it is not to be used again."""
+
 
 def is_refusal(exc: ApiError) -> bool:
     """A 4xx that means "no", not "not now" (429 and 408 are "not now")."""
@@ -83,6 +91,7 @@ def is_refusal(exc: ApiError) -> bool:
 
 class _NoSession:
     keeps_session = False
+    extra_budget = 0.0
 
     def initial(self) -> Token | None:
         return None
@@ -91,6 +100,9 @@ class _NoSession:
         return None
 
     async def revoke(self, token: Token) -> None:
+        return None
+
+    def refused(self, token: Token) -> None:
         return None
 
 
@@ -189,8 +201,12 @@ class ConsoleSessionSource:
     ps_token: PsToken
     options: MintOptions
     keeps_session: bool = True
+    extra_budget: float = 0.0
 
     def initial(self) -> Token | None:
+        return None
+
+    def refused(self, token: Token) -> None:
         return None
 
     async def renew(self, current: Token | None) -> Issued:

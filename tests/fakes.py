@@ -73,6 +73,7 @@ class ScriptedSource:
     """
 
     keeps_session = False
+    extra_budget = 0.0
 
     def __init__(
         self, clock: ManualClock | RunningClock, script: Iterable[Step], initial: str | None = None
@@ -100,6 +101,9 @@ class ScriptedSource:
         return None
 
     async def revoke(self, token: Token) -> None:
+        return None
+
+    def refused(self, token: Token) -> None:
         return None
 
 

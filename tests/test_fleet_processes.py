@@ -1,0 +1,185 @@
+"""A fleet of real processes sharing a store, against the local server in this process.
+
+Each worker (tests/fleet_worker.py) is a manager with several tasks calling the protected
+resource through the middleware, and checking that no token it holds has expired. The
+server counts the mints of the whole fleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aioica_auth.testing import LocalIcaServer
+
+from .support import find_secret, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def spawn(srv: LocalIcaServer, store: str, *, start: float, until: float, **options: Any):  # type: ignore[no-untyped-def]
+    """Start one worker; it makes its first request at wall time `start`."""
+    args = [
+        sys.executable,
+        "-m",
+        "tests.fleet_worker",
+        "--base-url",
+        srv.ica_base_url,
+        "--store",
+        store,
+        "--start",
+        repr(start),
+        "--until",
+        repr(until),
+    ]
+    for name, value in options.items():
+        args += ["--" + name.replace("_", "-"), str(value)]
+    env = {**os.environ, "FLEET_API_KEY": srv.api_key}
+    return await asyncio.create_subprocess_exec(
+        *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+
+
+async def collect(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    result["stderr"] = err.decode(errors="replace")
+    return result
+
+
+def store_spec(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if kind == "file":
+        return f"file:{tmp_path}"
+    server = request.getfixturevalue("redis_server")
+    return f"redis:{server.url}"
+
+
+STORES = ["file"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", STORES)
+async def test_eight_processes_share_one_token_over_three_lifetimes(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    lifetime, processes = 8.0, 8
+    # A refresh 1 s before expiry (the refresh window, less the leeway of L/20 = 0.4 s), so
+    # each token serves about 6.5 s: three lifetimes make the first mint and three renewals.
+    async with LocalIcaServer(lifetime=lifetime) as srv:
+        spec = store_spec(kind, tmp_path, request)
+        start = time.time() + 4.0  # every worker started and waiting by then
+        until = start + 3 * lifetime
+        procs = [
+            await spawn(srv, spec, start=start, until=until, refresh_margin=1.0, tasks=5, pause=0.1)
+            for _ in range(processes)
+        ]
+        results = [await collect(p) for p in procs]
+        creates = srv.counts["ica.create"]
+    print(f"{kind}: {creates} mints; per worker", [(r["mints"], r["shared"]) for r in results])
+    assert creates <= 3 + 1, (creates, [r["mints"] for r in results])
+    assert sum(r["mints"] for r in results) == creates
+    for r in results:
+        assert set(r["statuses"]) == {"200"}, r["statuses"]  # no 401, no error
+        assert r["statuses"]["200"] > 50
+        assert r["expired"] == 0
+        assert r["shared"] + r["mints"] >= 4
+        assert find_secret(r["stderr"] + json.dumps(r["warnings"]), [srv.api_key]) is None
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", STORES)
+async def test_a_holder_killed_mid_mint_delays_the_others_by_the_lease_time_at_most(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    latency, request_timeout = 2.0, 3.0
+    lease_time = 2 * request_timeout + 2
+    async with LocalIcaServer(latency=latency) as srv:
+        spec = store_spec(kind, tmp_path, request)
+        now = time.time()
+        holder = await spawn(srv, spec, start=now, until=now + 60, request_timeout=request_timeout)
+        try:
+            await wait_until(lambda: srv.counts["ica.create"] >= 1, 30)  # holds the lease, minting
+            now = time.time()
+            others = [
+                await spawn(
+                    srv,
+                    spec,
+                    start=now,
+                    until=now + lease_time + 8,
+                    request_timeout=request_timeout,
+                    acquire_timeout=lease_time + 10,
+                    tasks=2,
+                )
+                for _ in range(2)
+            ]
+            os.kill(holder.pid, signal.SIGKILL)
+            results = [await collect(p) for p in others]
+        finally:
+            if holder.returncode is None:
+                holder.kill()
+            await holder.communicate()
+        creates = srv.counts["ica.create"]
+    print(f"{kind}: first token after", [r["first_token"] for r in results], f"{creates} mints")
+    for r in results:
+        assert r["first_token"] is not None
+        # The lease runs out (or the OS frees it), then one mint of `latency`; 3 s of margin.
+        assert r["first_token"] <= lease_time + latency + 3, r
+        assert set(r["statuses"]) == {"200"}, r["statuses"]
+    assert creates <= 1 + 2  # the killed holder's, then one for the others (two at worst)
+
+
+@pytest.mark.timeout(150)
+async def test_redis_stopped_mid_run_costs_nothing_and_sharing_resumes_after_restart(
+    request: pytest.FixtureRequest,
+) -> None:
+    redis = request.getfixturevalue("redis_server")
+    lifetime, processes = 6.0, 4
+    interval = lifetime - lifetime / 20 - 1.0  # refresh_margin 1 s, leeway L/20
+    async with LocalIcaServer(lifetime=lifetime) as srv:
+        start = time.time() + 4.0
+        until = start + 26.0
+        procs = [
+            await spawn(
+                srv,
+                f"redis:{redis.url}",
+                start=start,
+                until=until,
+                refresh_margin=1.0,
+                request_timeout=1.0,
+                tasks=4,
+                pause=0.1,
+            )
+            for _ in range(processes)
+        ]
+        await asyncio.sleep(max(0.0, start + 6.0 - time.time()))
+        await asyncio.to_thread(redis.stop)  # down for 8 s: about two renewals each
+        before_outage = srv.counts["ica.create"]
+        await asyncio.sleep(max(0.0, start + 14.0 - time.time()))
+        await asyncio.to_thread(redis.start)
+        during_outage = srv.counts["ica.create"] - before_outage
+        # Each worker's next renewal goes through the store again: within one interval.
+        await asyncio.sleep(max(0.0, start + 14.0 + interval + 0.5 - time.time()))
+        rejoined = srv.counts["ica.create"]
+        results = [await collect(p) for p in procs]
+        after = srv.counts["ica.create"] - rejoined
+    window = until - (start + 14.0 + interval + 0.5)
+    print(f"mints: {before_outage} before, {during_outage} during, {after} after ({window:.1f} s)")
+    assert before_outage <= 3
+    assert during_outage >= processes  # each renewed on its own meanwhile
+    assert after <= window / interval + 2  # shared again: about one per refresh
+    for r in results:
+        assert set(r["statuses"]) == {"200"}, r["statuses"]  # nothing lost, no 401
+        assert r["expired"] == 0
+        failed = [w for w in r["warnings"] if "failed" in w]
+        assert len(failed) == 1, r["warnings"]
+        assert any("answers again" in w for w in r["warnings"]), r["warnings"]
+        assert find_secret(r["stderr"] + json.dumps(r["warnings"]), [srv.api_key]) is None
