@@ -58,6 +58,10 @@ _RETRIES = 1
 # wait(): how often a waiter looks again, in seconds (uniform, so a fleet does not poll in step).
 POLL_MIN = 0.02
 POLL_MAX = 0.08
+# ... and how long it watches at most, whatever `within` says: so the caller re-checks its
+# own state (and deadline) a few times a second, and a caller that bounds each store call
+# (the fleet: min(request_timeout, 5 s)) never sees a quiet wait as a store that hangs.
+WAIT_CAP = 0.25
 
 # KEYS[1] the token hash; ARGV[1] exp, ARGV[2] the entry, ARGV[3] the expiry in ms.
 _PUBLISH = """
@@ -111,8 +115,9 @@ class RedisTokenStore:
 
     Waiting polls: `wait` looks at the entry's `exp` and the lease every 20 to 80 ms (random,
     so a fleet does not poll in step) and returns as soon as the lease is free or either has
-    changed, and after `within` seconds at the latest; a waiter so learns of a new token
-    within one poll of its publication (80 ms and a round trip at most).
+    changed, and after `within` seconds or 0.25 s, whichever is less, at the latest; a
+    waiter so learns of a new token within one poll of its publication (80 ms and a round
+    trip at most).
 
     Args:
         client_or_url: A `redis.asyncio.Redis` you built (TLS, ACL, Sentinel's
@@ -139,6 +144,7 @@ class RedisTokenStore:
             raise ValueError(msg)
         self._prefix = prefix
         self._closed = False
+        self._wait_cap = WAIT_CAP
         self._failures: tuple[type[Exception], ...] = (RedisError, OSError)
         if isinstance(client_or_url, str):
             client = _from_url(client_or_url)
@@ -252,13 +258,13 @@ class RedisTokenStore:
 
     async def wait(self, key: str, within: float) -> None:
         """Return once the lease of `key` is free or its entry or lease holder has changed,
-        and after `within` seconds at the latest (polling every 20 to 80 ms).
+        and after `within` seconds (at most 0.25 s) at the latest, polling every 20 to 80 ms.
 
         Raises:
             TokenStoreError: Redis failed or could not be reached.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (within if within > 0 else 0.0)
+        deadline = loop.time() + max(0.0, min(within, self._wait_cap))
         try:
             # The timeout cuts a hung call short. It is not the only check of the deadline:
             # on Python 3.11, redis-py can swallow a cancellation that lands as a command is
