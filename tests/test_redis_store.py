@@ -11,14 +11,16 @@ import sys
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio
 
-from aioica_auth import RedisTokenStore
+from aioica_auth import ApiKey, RedisTokenStore, TokenManager
 from aioica_auth._redis_store import WAIT_CAP, _Lease
 from aioica_auth._store import TokenStore, TokenStoreError
+from aioica_auth.testing import LocalIcaServer
 
 from .redis_server import ACL_PASSWORD, DEFAULT_PASSWORD, RedisServer
 from .support import find_secret, unsigned_jwt
@@ -631,3 +633,58 @@ async def test_no_entry_in_logs(store: RedisTokenStore, caplog: pytest.LogCaptur
     logged = [r.getMessage() for r in caplog.records]
     assert any("published" in m for m in logged)
     assert find_secret("\n".join(logged), [marker]) is None
+
+
+# --- with the managers of a fleet --------------------------------------------------------
+
+
+def _manager(srv: LocalIcaServer, store: RedisTokenStore, **policy: Any) -> TokenManager:
+    return TokenManager.for_ica(
+        ApiKey(srv.api_key), base_url=srv.ica_base_url, store=store, **policy
+    )
+
+
+async def test_a_fleet_on_redis_makes_one_mint(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Eight managers on eight Redis clients, all starting at once against a slow token
+    endpoint: one mint; the others wait on the lease and adopt the published token."""
+    stores = [RedisTokenStore(redis_server.url) for _ in range(8)]
+    async with LocalIcaServer(latency=0.3) as srv:
+        managers = [_manager(srv, s) for s in stores]
+        try:
+            tokens = await asyncio.gather(*(m.token() for m in managers))
+        finally:
+            for m in managers:
+                await m.aclose()
+            for s in stores:
+                await s.aclose()
+        assert len({t.value for t in tokens}) == 1
+        assert srv.counts["ica.create"] == 1
+        assert sum(m.stats.shared for m in managers) == 7
+        assert find_secret(caplog.text, [srv.api_key]) is None
+
+
+async def test_a_hung_redis_costs_a_manager_one_store_bound(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis frozen (SIGSTOP): a manager's first token comes after the fleet's bound on one
+    store call (request_timeout, here 1 s) and a mint of its own, with one warning that names
+    no secret."""
+    async with RedisTokenStore(redis_server.url) as store, LocalIcaServer() as srv:
+        m = _manager(srv, store, request_timeout=1.0)
+        redis_server.pause()
+        try:
+            started = time.monotonic()
+            token = await m.token()
+            took = time.monotonic() - started
+        finally:
+            redis_server.resume()
+            await m.aclose()
+        assert token.value
+        assert took < HUNG_BOUND, took
+        print(f"first token with Redis frozen: {took:.2f} s")
+        assert srv.counts["ica.create"] == 1
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1, warnings
+        assert find_secret(caplog.text, [srv.api_key]) is None
