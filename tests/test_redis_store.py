@@ -54,12 +54,14 @@ async def until(predicate: Callable[[], Awaitable[bool]], limit: float = 10.0) -
 
 
 def chain(exc: BaseException) -> list[BaseException]:
-    """`exc` and every exception it chains (cause or context)."""
+    """`exc` and every exception it chains, as cause or as context (suppressed or not)."""
     seen: list[BaseException] = []
-    node: BaseException | None = exc
-    while node is not None and node not in seen:
-        seen.append(node)
-        node = node.__cause__ or node.__context__
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        node = todo.pop()
+        if node is not None and all(node is not s for s in seen):
+            seen.append(node)
+            todo += [node.__cause__, node.__context__]
     return seen
 
 
