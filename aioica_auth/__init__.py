@@ -27,6 +27,7 @@ from ._ica import ICA_BASE_URL, IcaTokenApi
 from ._manager import ManagerStats, TokenManager
 from ._models import Domain, ErrorResponse, Problem, TokenDetailResponse, TokenResponse, Workgroup
 from ._policy import Policy
+from ._redis_store import RedisTokenStore
 from ._store import TokenStore, TokenStoreError
 from ._sync import SyncTokenManager
 from ._token import Token
@@ -55,6 +56,7 @@ __all__ = [
     "Problem",
     "PsToken",
     "RateLimitError",
+    "RedisTokenStore",
     "ServerError",
     "SyncTokenManager",
     "Token",

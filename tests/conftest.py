@@ -19,7 +19,7 @@ from aioresponses import aioresponses
 
 from .support import find_secret, requested_loop
 
-pytest_plugins = ["aioica_auth.testing.pytest_plugin"]
+pytest_plugins = ["aioica_auth.testing.pytest_plugin", "tests.redis_server"]
 
 
 # An unknown AIOICA_TEST_LOOP fails here, at conftest import: a typo must not quietly run the

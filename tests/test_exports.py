@@ -30,6 +30,7 @@ EXPORTED = [
     "Problem",
     "PsToken",
     "RateLimitError",
+    "RedisTokenStore",
     "ServerError",
     "SyncTokenManager",
     "Token",
