@@ -8,7 +8,8 @@ It wraps the manager's own source and changes only `renew`:
 2. Else take the store's renewal lease, read once more (another holder may just have
    published), renew with the wrapped source, publish (fenced by the JWT's `exp`), release.
 3. Else another manager holds the lease: poll the store (`wait`) until its token appears or
-   the lease is free, for at most the lease's time; then renew alone.
+   the lease is free, for at most the lease's time and one renewal (`patience`: a holder
+   that died loses the lease, and the next one renews); then renew alone.
 
 Every store call is bounded (`_OP_TIMEOUT`, at most `request_timeout`). A store that fails
 (down, slow, refusing, misconfigured) never costs a request: the manager renews on its own,
@@ -109,9 +110,13 @@ class SharedSource:
         self.policy = policy
         self.clock: Clock = clock or SystemClock()
         self.op_timeout = min(policy.request_timeout, _OP_TIMEOUT)
-        self.lease_ttl = 2 * policy.request_timeout + 2  # a renewal's own bound, and a margin
-        # Beyond the wrapped source's time: a lease's wait, and the store calls around it.
-        self.extra_budget = self.lease_ttl + 5 * self.op_timeout
+        renewal = 2 * policy.request_timeout + 1  # the wrapped source's own bound
+        self.lease_ttl = renewal + 1
+        # How long a waiter waits for a publication: a dead holder's lease runs out, then the
+        # next holder renews (so two waiters do not both give up as the lease lapses).
+        self.patience = self.lease_ttl + renewal
+        # Beyond the wrapped source's time: the wait, and the store calls around it.
+        self.extra_budget = self.patience + 5 * self.op_timeout
         self.down = False  # the store failed lately: each renewal tries it again first
         self._refused: deque[str] = deque(maxlen=4)  # tokens a resource refused
         self._reported: deque[bytes] = deque(maxlen=8)  # digests of bad entries, warned once
@@ -141,7 +146,7 @@ class SharedSource:
 
     async def _through_store(self, current: Token | None) -> Issued:
         clock = self.clock
-        give_up = clock.monotonic() + self.lease_ttl
+        give_up = clock.monotonic() + self.patience
         while True:
             found = await self._adoptable(current)
             if found is not None:
@@ -154,7 +159,7 @@ class SharedSource:
                 logger.warning(
                     "the token store's renewal lease was held for %.1f s with nothing "
                     "published: renewing on our own",
-                    self.lease_ttl,
+                    self.patience,
                 )
                 issued = await self.inner.renew(current)
                 await self._publish(issued)

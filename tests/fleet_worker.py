@@ -39,7 +39,7 @@ def _store(spec: str) -> TokenStore | None:
     if kind == "file":
         return FileTokenStore(where)
     if kind == "redis":
-        from aioica_auth import RedisTokenStore  # type: ignore[attr-defined]
+        from aioica_auth import RedisTokenStore
 
         store: TokenStore = RedisTokenStore(where)
         return store
