@@ -9,6 +9,7 @@ import concurrent.futures
 import os
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -115,7 +116,17 @@ async def test_calling_inside_a_running_loop_is_a_clear_error(server: LocalIcaSe
 async def test_unclosed_manager_warns_and_still_stops(server: LocalIcaServer) -> None:
     """A manager dropped without close(): ResourceWarning, and its thread still ends."""
     m = sync_ica(server)
-    await in_thread(m.headers)
+    ref = weakref.ref(m)
+
+    def call() -> None:
+        # Only a weak reference in the worker thread: the executor's work item (which holds
+        # the callable) may outlive the awaited result by a moment, and `del m` below must
+        # drop the last strong reference.
+        live = ref()
+        assert live is not None
+        live.headers()
+
+    await in_thread(call)
     thread = m._thread
     with pytest.warns(ResourceWarning, match="unclosed"):
         del m  # no cycle holds it: freed here
