@@ -1,5 +1,8 @@
 """The CLI's commands that talk to a token endpoint: `token`, `whoami`, `details`.
 
+`token` and `whoami` share their tokens across runs through the file store (`_cli_cache`)
+unless `--no-cache`; `details` asks the console every time.
+
 Credentials and the API root come from the same discovery as `TokenManager.from_environment`
 (`_discovery`), with the command line's `--x-api-key-file`, `--base-url`, `-s/--server-url`
 and `--region` first, as the icav2 CLI puts its flags before the environment. Sessions trust
@@ -17,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ._cli_cache import CliCache, open_cache
 from ._cli_decode import format_identity, identity, iso
 from ._cli_parser import PROG, Failure, UsageError
 from ._console import ConsoleTokenApi
@@ -106,15 +110,21 @@ def _timeouts(args: argparse.Namespace) -> dict[str, Any]:
     return {"acquire_timeout": args.timeout, "request_timeout": min(30.0, 0.8 * args.timeout)}
 
 
-def _manager(found: DiscoveredCredentials, args: argparse.Namespace) -> TokenManager:
+def _manager(
+    found: DiscoveredCredentials, args: argparse.Namespace, cache: CliCache | None = None
+) -> TokenManager:
     credential = found.credential
     if not found.console:
         return TokenManager.for_ica(
-            credential, base_url=found.base_url, tenant=args.tenant, **_timeouts(args)
+            credential,
+            base_url=found.base_url,
+            tenant=args.tenant,
+            store=cache,
+            **_timeouts(args),
         )
     assert not isinstance(credential, Jwt)  # used as it is: see _fresh_token
     return TokenManager.for_console(
-        credential, base_url=found.base_url, domain=args.tenant, **_timeouts(args)
+        credential, base_url=found.base_url, domain=args.tenant, store=cache, **_timeouts(args)
     )
 
 
@@ -138,15 +148,44 @@ def _left(token: Token) -> float | None:
     return (token.expires_at - dt.datetime.now(dt.UTC)).total_seconds()
 
 
-def _fresh_token(found: DiscoveredCredentials, args: argparse.Namespace) -> Token:
-    """A token valid for `--min-validity` seconds (when the command has it), from `found`."""
+def _short(token: Token, min_validity: float | None) -> bool:
+    left = _left(token)
+    return min_validity is not None and left is not None and left < min_validity
+
+
+async def _from_manager(
+    found: DiscoveredCredentials,
+    args: argparse.Namespace,
+    cache: CliCache | None,
+    min_validity: float | None,
+) -> Token:
+    async with _manager(found, args, cache) as manager:
+        token = await manager.token(min_validity=min_validity)
+        if _short(token, min_validity) and manager.stats.shared:
+            # The cached token was adopted by its refresh point, which knows nothing of
+            # --min-validity: drop it (never adopted again by this manager) and mint; the
+            # new one replaces it in the cache.
+            manager.invalidate(token)
+            token = await manager.token(min_validity=min_validity)
+        return token
+
+
+def _fresh_token(
+    found: DiscoveredCredentials, args: argparse.Namespace, env: Mapping[str, str]
+) -> Token:
+    """A token valid for `--min-validity` seconds (when the command has it), from `found`:
+    the cached one while it lasts that long (unless --no-cache), else a new one."""
     min_validity: float | None = getattr(args, "min_validity", None) or None
     if found.console and isinstance(found.credential, Jwt):
         return _given_jwt(found.credential, min_validity)
 
     async def fetch() -> Token:
-        async with _manager(found, args) as manager:
-            return await manager.token(min_validity=min_validity)
+        cache = open_cache(found, args, env)
+        try:
+            return await _from_manager(found, args, cache, min_validity)
+        finally:
+            if cache is not None:
+                await cache.aclose()
 
     token = asyncio.run(fetch())
     left = _left(token)
@@ -162,7 +201,7 @@ def _fresh_token(found: DiscoveredCredentials, args: argparse.Namespace) -> Toke
 
 def token_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """`aioica-auth token`: print a fresh JWT (or its header, or JSON)."""
-    token = _fresh_token(resolve(args, env, console=args.console), args)
+    token = _fresh_token(resolve(args, env, console=args.console), args, env)
     if args.header:
         print(f"Authorization: {token.authorization}")
     elif args.json:
@@ -178,7 +217,7 @@ def token_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def whoami_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """`aioica-auth whoami`: who a fresh token speaks for, from its claims."""
     found = resolve(args, env, console=args.console)
-    token = _fresh_token(found, args)
+    token = _fresh_token(found, args, env)
     now = dt.datetime.now(dt.UTC)
     who = identity(token, now)
     if args.json:

@@ -19,6 +19,7 @@ from ._ica import ICA_BASE_URL
 from ._version import __version__
 
 __all__ = [
+    "CACHE_HELP",
     "ENV_HELP",
     "PROG",
     "WORD",
@@ -33,6 +34,15 @@ PROG = "aioica-auth"
 ENV_HELP = (
     "set ICAV2_X_API_KEY (an API key) or ICAV2_ACCESS_TOKEN (a JWT), pass --x-api-key-file "
     "PATH, or put a plaintext x-api-key in ~/.icav2/config.yaml"
+)
+CACHE_HELP = (
+    "Cache: the token is kept in $XDG_CACHE_HOME/aioica_auth (default ~/.cache/aioica_auth)\n"
+    "and reused by later runs while it is before its refresh point (min(20 min, half its\n"
+    "lifetime) before expiry) and lasts --min-validity, so a loop of calls mints once. The\n"
+    "files hold bearer tokens: 0600 files in a 0700 directory, private to you; a directory\n"
+    "or file that another user owns or others can write is refused with one warning line,\n"
+    "and the command goes on without the cache. --no-cache neither reads nor writes it.\n"
+    "A JWT given as it is (ICAV2_ACCESS_TOKEN) and a console psToken are never cached."
 )
 WORD = re.compile(r"[a-z][a-z0-9-]{0,19}")
 _REGION = re.compile(r"[a-z]{2,4}[0-9]{1,2}")
@@ -58,6 +68,8 @@ examples:
   {PROG} serve --lifetime 60   a local ICA-compatible server; prints test credentials
   {PROG} token                 print a fresh JWT (ICA v2; --console for the console v1)
   curl -H "$({PROG} token --header)" "$ICAV2_BASE_URL/api/projects"
+      in a loop, one mint: token and whoami reuse a cached token (bearer tokens, in
+      ~/.cache/aioica_auth: 0600 files, 0700 directory); --no-cache skips the cache
   {PROG} whoami                tenant, user, e-mail and expiry of a fresh token
   {PROG} token | {PROG} decode -    claims and expiry, offline; exit 1 once expired
   {PROG} details --region use1 who the console says the credential speaks for
@@ -191,8 +203,9 @@ def _token_command(command: _Command) -> None:
         f'  {PROG} token\n  {PROG} token --json\n  curl -H "$({PROG} token --header)" ...\n'
         f"  {PROG} token --min-validity 3600   # a token that lasts the next hour\n"
         f"  {PROG} token --x-api-key-file ~/.config/ica.key -s ica.illumina.com\n"
-        f"  {PROG} token --console --region use1\n\n"
-        f"Credentials: {ENV_HELP}. Never pass one as an argument.",
+        f"  {PROG} token --console --region use1\n"
+        f"  {PROG} token --no-cache            # neither read nor write the token cache\n\n"
+        f"Credentials: {ENV_HELP}. Never pass one as an argument.\n\n{CACHE_HELP}",
     )
     out = p.add_mutually_exclusive_group()
     p.option("--header", into=out, action="store_true",
@@ -202,6 +215,7 @@ def _token_command(command: _Command) -> None:
     p.option("--min-validity", metavar="SECONDS", type=_number(0, strict=False), default=None,
              help="the token must stay valid this long (renewed first if needed; exit 1 if "
              "the server's tokens cannot last that long)")  # fmt: skip
+    _cache_option(p)
     _endpoint_options(p, console="flag")
 
 
@@ -210,9 +224,10 @@ def _whoami_command(command: _Command) -> None:
         "whoami",
         "Show who a fresh token speaks for: tenant, user, e-mail and expiry, from its claims.",
         f"examples:\n  {PROG} whoami\n  {PROG} whoami --json\n  {PROG} whoami --console\n\n"
-        "For the console's own view (workgroup, domain, ACLs) see `details`.",
+        f"For the console's own view (workgroup, domain, ACLs) see `details`.\n\n{CACHE_HELP}",
     )
     p.option("--json", action="store_true", help="print the identity as JSON")
+    _cache_option(p)
     _endpoint_options(p, console="flag")
 
 
@@ -245,6 +260,12 @@ def _details_command(command: _Command) -> None:
         "is used as it is.",
     )
     _endpoint_options(p, console="always")
+
+
+def _cache_option(p: Parser) -> None:
+    p.option("--no-cache", action="store_true",
+             help="neither reuse nor store a cached token (the cache holds bearer tokens: "
+             "see below)")  # fmt: skip
 
 
 def _endpoint_options(p: Parser, *, console: str) -> None:
