@@ -1,0 +1,326 @@
+"""The CLI's token cache: `aioica-auth token` and `whoami` in subprocesses share one token
+through the file store, against a local server in the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from aioica_auth import ApiKey, ConsoleTokenApi, Token
+from aioica_auth.testing import LocalIcaServer
+
+ROOT = Path(__file__).resolve().parent.parent
+# Twenty CLI runs one after another: about a second each on a busy 2-core machine.
+pytestmark = pytest.mark.timeout(240)
+RUNS = 20
+_DROPPED = ("ICA", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "XDG_CACHE_HOME", "HOME")
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[LocalIcaServer]:
+    """A local ICA server in the test's event loop, with 10-minute tokens."""
+    async with LocalIcaServer(lifetime=600.0) as srv:
+        yield srv
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    """Where the CLI's cache goes: `$XDG_CACHE_HOME/aioica_auth` under the test's directory."""
+    return tmp_path / "xdg-cache" / "aioica_auth"
+
+
+@pytest.fixture
+def env(server: LocalIcaServer, tmp_path: Path, cache: Path) -> dict[str, str]:
+    """A child environment: no ICA variable or proxy of the developer's, a fresh HOME and
+    XDG_CACHE_HOME, and the local server's API key and ICA v2 root."""
+    home = tmp_path / "home"
+    home.mkdir()
+    kept = {k: v for k, v in os.environ.items() if not k.upper().startswith(_DROPPED)}
+    return kept | {
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(cache.parent),
+        "ICAV2_X_API_KEY": server.api_key,
+        "ICAV2_BASE_URL": server.ica_base_url,
+    }
+
+
+async def cli(*args: str, env: dict[str, str], within: float = 60) -> tuple[int, str, str]:
+    """`python -m aioica_auth ARGS` without blocking the loop the server runs in."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aioica_auth",
+        *args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), within)
+    except TimeoutError:
+        proc.kill()
+        await proc.communicate()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def header_token(out: str) -> str:
+    """The JWT of a `token --header` run: stdout is that one line and nothing else."""
+    prefix = "Authorization: Bearer "
+    assert out.endswith("\n"), out
+    assert out.count("\n") == 1, out
+    assert out.startswith(prefix), out
+    return out[len(prefix) : -1]
+
+
+def no_secret(text: str, server: LocalIcaServer) -> None:
+    """Neither the API key nor any JWT-looking text in `text`."""
+    assert server.api_key not in text
+    assert "eyJ" not in text
+
+
+def listing(cache: Path) -> dict[str, tuple[int, bytes]]:
+    """Each file of the cache directory: its mode and content (sync: the tests are tiny)."""
+    return {p.name: (stat.S_IMODE(p.stat().st_mode), p.read_bytes()) for p in cache.iterdir()}
+
+
+def mode(path: Path) -> int:
+    """The permission bits of `path`."""
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def open_up(cache: Path, *, directory: bool) -> None:
+    """Make the cache directory, or its one entry, writable by everyone."""
+    if directory:
+        cache.mkdir(parents=True)
+        cache.chmod(0o777)
+    else:
+        (entry,) = cache.glob("*.token")
+        entry.chmod(0o666)
+
+
+def file_in_the_way(cache: Path) -> None:
+    """A regular file where the cache directory should be."""
+    cache.parent.mkdir(parents=True)
+    cache.write_text("not a directory")
+
+
+def one_warning(stderr: str) -> str:
+    """Exactly one line on stderr, an `aioica-auth: warning: ...` line."""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("aioica-auth: warning: "), stderr
+    return lines[0]
+
+
+async def test_twenty_header_calls_mint_once(server: LocalIcaServer, env: dict[str, str]) -> None:
+    """Twenty `token --header` runs in a loop cause one mint and print the same token."""
+    tokens = set()
+    for _ in range(RUNS):
+        rc, out, err = await cli("token", "--header", env=env)
+        assert (rc, err) == (0, "")
+        tokens.add(header_token(out))
+    assert len(tokens) == 1
+    assert server.counts["ica.create"] == 1
+
+
+async def test_no_cache_mints_every_time(
+    server: LocalIcaServer, env: dict[str, str], cache: Path
+) -> None:
+    """With --no-cache, twenty runs are twenty mints, and no cache directory is made."""
+    for _ in range(RUNS):
+        rc, out, err = await cli("token", "--header", "--no-cache", env=env)
+        assert (rc, err) == (0, "")
+        header_token(out)
+    assert server.counts["ica.create"] == RUNS
+    assert not cache.parent.exists()
+
+
+async def test_no_cache_leaves_the_cache_alone(server: LocalIcaServer, env: dict[str, str]) -> None:
+    """A --no-cache run neither adopts the cached token nor replaces it."""
+    _, first, _ = await cli("token", env=env)
+    rc, fresh, _ = await cli("token", "--no-cache", env=env)
+    assert rc == 0
+    assert fresh != first
+    _, again, _ = await cli("token", env=env)
+    assert again == first
+    assert server.counts["ica.create"] == 2
+
+
+async def test_min_validity_beyond_the_cached_token_mints(
+    server: LocalIcaServer, env: dict[str, str]
+) -> None:
+    """A cached token that would not last --min-validity is not used: a new one is minted,
+    printed and cached for the next runs."""
+    rc, out, _ = await cli("token", env=env)
+    assert rc == 0
+    cached = Token.from_jwt(out.strip())  # 600 s
+    server.lifetime = 1200.0
+    rc, out, err = await cli("token", "--json", "--min-validity", "900", env=env)
+    assert (rc, err) == (0, "")
+    data = json.loads(out)
+    assert data["expires_in"] >= 900
+    assert data["token"] != cached.value
+    assert server.counts["ica.create"] == 2
+    # The new token is the cached one now: it lasts 900 s, the old one never did.
+    rc, out, _ = await cli("token", "--json", "--min-validity", "900", env=env)
+    assert rc == 0
+    assert json.loads(out)["token"] == data["token"]
+    assert server.counts["ica.create"] == 2
+
+
+async def test_min_validity_within_the_cached_token_uses_it(
+    server: LocalIcaServer, env: dict[str, str]
+) -> None:
+    """A cached token that lasts --min-validity is used as it is."""
+    _, first, _ = await cli("token", env=env)
+    rc, out, err = await cli("token", "--min-validity", "60", env=env)
+    assert (rc, err) == (0, "")
+    assert out == first
+    assert server.counts["ica.create"] == 1
+
+
+async def test_min_validity_no_server_token_meets(
+    server: LocalIcaServer, env: dict[str, str]
+) -> None:
+    """A --min-validity no token of the server meets: one new mint (not the cached token's
+    word for it), then exit 1 in one line, stdout empty."""
+    await cli("token", env=env)
+    rc, out, err = await cli("token", "--min-validity", "3600", env=env)
+    assert (rc, out) == (1, "")
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert "less than --min-validity 3600 s (its tokens last 600 s)" in lines[0]
+    no_secret(err, server)
+    assert server.counts["ica.create"] == 2
+
+
+async def test_refused_cache_directory(
+    server: LocalIcaServer, env: dict[str, str], cache: Path
+) -> None:
+    """A cache directory others can write: one warning line naming it, no secret on stderr,
+    the token still printed, exit 0, and nothing read from or written to it."""
+    open_up(cache, directory=True)
+    for _ in range(2):
+        rc, out, err = await cli("token", "--header", env=env)
+        assert rc == 0
+        header_token(out)
+        line = one_warning(err)
+        assert "token cache not used" in line
+        assert str(cache) in line
+        assert "writable by others" in line
+        no_secret(err, server)
+    assert server.counts["ica.create"] == 2
+    assert listing(cache) == {}
+
+
+async def test_cache_path_not_a_directory(
+    server: LocalIcaServer, env: dict[str, str], cache: Path
+) -> None:
+    """A file where the cache directory should be: one warning line, the token printed."""
+    file_in_the_way(cache)
+    rc, out, err = await cli("token", env=env)
+    assert rc == 0
+    Token.from_jwt(out.strip())
+    assert "token cache not used" in one_warning(err)
+    no_secret(err, server)
+
+
+async def test_unusable_cache_entry(
+    server: LocalIcaServer, env: dict[str, str], cache: Path
+) -> None:
+    """A cached entry others can write is refused in use: one warning line, a new token
+    printed, exit 0, no secret on stderr."""
+    _, first, _ = await cli("token", env=env)
+    open_up(cache, directory=False)
+    rc, out, err = await cli("token", env=env)
+    assert rc == 0
+    assert out != first
+    Token.from_jwt(out.strip())
+    line = one_warning(err)
+    assert f"token cache {cache} not used" in line
+    assert "writable by others" in line
+    no_secret(err, server)
+    assert server.counts["ica.create"] == 2
+
+
+async def test_cache_files_are_private(
+    server: LocalIcaServer, env: dict[str, str], cache: Path
+) -> None:
+    """The cache directory is 0700 and its files 0600; no file holds the API key."""
+    rc, _, _ = await cli("token", env=env)
+    assert rc == 0
+    assert mode(cache) == 0o700
+    files = listing(cache)
+    assert any(name.endswith(".token") for name in files)
+    for name, (bits, content) in files.items():
+        assert bits == 0o600, name
+        assert server.api_key.encode() not in content
+        assert server.api_key not in name
+
+
+async def test_whoami_shares_the_cache(server: LocalIcaServer, env: dict[str, str]) -> None:
+    """`whoami` adopts the token `token` cached (and --no-cache mints its own)."""
+    assert (await cli("token", env=env))[0] == 0
+    rc, out, err = await cli("whoami", env=env)
+    assert (rc, err) == (0, "")
+    assert "test-tenant" in out
+    assert server.counts["ica.create"] == 1
+    assert (await cli("whoami", "--no-cache", env=env))[0] == 0
+    assert server.counts["ica.create"] == 2
+
+
+async def test_console_api_key_is_cached(server: LocalIcaServer, env: dict[str, str]) -> None:
+    """`token --console` with an API key shares its JWT too, under its own key."""
+    env = env | {"ICA_CONSOLE_URL": server.base_url}
+    outs = [await cli("token", "--console", env=env) for _ in range(3)]
+    assert [rc for rc, _, _ in outs] == [0, 0, 0]
+    assert len({out for _, out, _ in outs}) == 1
+    assert server.counts["console.create"] == 1
+    assert server.counts["ica.create"] == 0
+
+
+async def test_console_ps_token_is_not_cached(
+    server: LocalIcaServer, env: dict[str, str], cache: Path
+) -> None:
+    """A console psToken (its session is one process's) is used without the cache, with no
+    warning beyond the deprecation one and no cache directory made."""
+    async with aiohttp.ClientSession() as session:
+        api = ConsoleTokenApi(session, server.base_url)
+        answer = await api.create_token(ApiKey(server.api_key), return_session_token=True)
+    assert answer.access_token is not None
+    env = {k: v for k, v in env.items() if k != "ICAV2_X_API_KEY"}
+    env |= {"ICA_PS_TOKEN": answer.access_token, "ICA_CONSOLE_URL": server.base_url}
+    rc, out, err = await cli("token", "--console", env=env)
+    assert rc == 0, err
+    Token.from_jwt(out.strip())
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert "ICA_PS_TOKEN: deprecated" in lines[0]
+    assert answer.access_token not in err
+    assert not cache.parent.exists()
+
+
+async def test_given_jwt_is_not_cached(
+    server: LocalIcaServer, env: dict[str, str], cache: Path
+) -> None:
+    """An ICAV2_ACCESS_TOKEN is used as given: no cache, no warning."""
+    rc, out, _ = await cli("token", "--no-cache", env=env)
+    jwt = out.strip()
+    env = {k: v for k, v in env.items() if k != "ICAV2_X_API_KEY"}
+    rc, out, err = await cli("token", env=env | {"ICAV2_ACCESS_TOKEN": jwt})
+    assert (rc, err) == (0, "")
+    Token.from_jwt(out.strip())
+    assert not cache.parent.exists()
