@@ -5,6 +5,7 @@ python -m benchmarks --smoke          # tiny sizes: checks the benchmarks still 
 python -m benchmarks --only H,S --json results.json
 python -m benchmarks --only C,H       # the cold storm and the hot path only
 python -m benchmarks --only Y         # the synchronous hot path (SyncTokenManager)
+python -m benchmarks --only F         # the fleet: N processes, no store / file / Redis
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import platform
 import sys
 from typing import Any
 
-from . import scenarios
+from . import fleet, scenarios
 from ._remote import RemoteServer
 
 FULL: dict[str, dict[str, Any]] = {
@@ -27,6 +28,7 @@ FULL: dict[str, dict[str, Any]] = {
     "C": {"tasks": 10_000, "latency": 0.05, "rounds": 7},
     "L": {"tasks": 200, "duration": 14.0, "lifetime": 4.0},
     "M": {"calls": 1_000_000, "cycles": 1000},
+    "F": {"lifetime": 3.0, "lifetimes": 2, "sizes": (1, 4, 16)},
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "H": {"tasks": 50, "calls": 20, "rounds": 2},
@@ -35,6 +37,7 @@ SMOKE: dict[str, dict[str, Any]] = {
     "C": {"tasks": 200, "latency": 0.05, "rounds": 1},
     "L": {"tasks": 10, "duration": 2.0, "lifetime": 1.0},
     "M": {"calls": 10_000, "cycles": 10},
+    "F": {"lifetime": 2.0, "lifetimes": 1, "sizes": (1, 2), "arms": ("file",), "rounds": 2},
 }
 
 
@@ -61,6 +64,8 @@ async def run(only: set[str], sizes: dict[str, dict[str, Any]]) -> dict[str, Any
             results["M"] = await scenarios.memory(remote, **sizes["M"])
     if "I" in only:
         results["I"] = scenarios.import_time()
+    if "F" in only:
+        results["F"] = await fleet.fleet(**sizes["F"])
     return results
 
 
@@ -163,6 +168,8 @@ def table(results: dict[str, Any]) -> str:
         ]
     if i := results.get("I"):
         rows.append(("I", "import aioica_auth beyond aiohttp", f"{i['own_us'] / 1e3:.1f} ms"))
+    if f := results.get("F"):
+        rows += fleet.rows(f, smoke=results.get("mode") == "smoke")
     width = max((len(r[1]) for r in rows), default=0)
     return "\n".join(f"{s}  {what.ljust(width)}  {figure}" for s, what, figure in rows)
 
@@ -174,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
-    parser.add_argument("--only", default="H,Y,S,C,L,M,I", help="scenarios to run (default: all)")
+    parser.add_argument("--only", default="H,Y,S,C,L,M,I,F", help="scenarios to run (default: all)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--quiet", action="store_true", help="print the table only")
     args = parser.parse_args(argv)
