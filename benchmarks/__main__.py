@@ -28,7 +28,7 @@ FULL: dict[str, dict[str, Any]] = {
     "C": {"tasks": 10_000, "latency": 0.05, "rounds": 7},
     "L": {"tasks": 200, "duration": 14.0, "lifetime": 4.0},
     "M": {"calls": 1_000_000, "cycles": 1000},
-    "F": {"lifetime": 3.0, "lifetimes": 2, "sizes": (1, 4, 16)},
+    "F": {"lifetime": 3.0, "tokens": 6, "sizes": (1, 4, 16)},
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "H": {"tasks": 50, "calls": 20, "rounds": 2},
@@ -37,7 +37,7 @@ SMOKE: dict[str, dict[str, Any]] = {
     "C": {"tasks": 200, "latency": 0.05, "rounds": 1},
     "L": {"tasks": 10, "duration": 2.0, "lifetime": 1.0},
     "M": {"calls": 10_000, "cycles": 10},
-    "F": {"lifetime": 2.0, "lifetimes": 1, "sizes": (1, 2), "arms": ("file",), "rounds": 2},
+    "F": {"lifetime": 2.0, "tokens": 3, "sizes": (1, 2), "arms": ("file",), "rounds": 2},
 }
 
 
