@@ -2,7 +2,8 @@
 
 The CLI is split by concern: `_cli_parser` (the parser), `_cli_argv` (the check that keeps
 secrets off argv), `_discovery` (credentials, shared with `TokenManager.from_environment`),
-`_cli_commands` (token, whoami, details), `_cli_decode` (decode, offline), `_cli_serve` and
+`_cli_commands` (token, whoami, details), `_cli_cache` (the token cache of token and whoami,
+a `FileTokenStore`), `_cli_decode` (decode, offline), `_cli_serve` and
 `_cli_demo*` (the local server and the demo, imported only when they run: importing this
 module loads neither `aioica_auth.testing` nor `aiohttp.web`).
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from ._cli_parser import PROG
 from ._credentials import Jwt, PsToken
@@ -28,6 +29,8 @@ from ._file_store import FileTokenStore
 from ._store import TokenStoreError
 
 __all__ = ["CliCache", "cache_directory", "cacheable", "open_cache"]
+
+_T = TypeVar("_T")
 
 
 def cache_directory(env: Mapping[str, str]) -> Path:
@@ -64,35 +67,29 @@ class CliCache:
     def __repr__(self) -> str:
         return repr(self.store)
 
-    def _failure(self, exc: Exception) -> None:
-        if not self.failed:
-            self.failed = True
-            where = self.store.directory
-            _warn(f"token cache {where} not used: {_why(exc)}; see --help, or pass --no-cache")
+    async def _said(self, call: Awaitable[_T]) -> _T:
+        """`call`'s result; its failure said once on stderr, then raised for the manager."""
+        try:
+            return await call
+        except Exception as exc:
+            if not self.failed:
+                self.failed = True
+                where = self.store.directory
+                msg = f"token cache {where} not used: {_why(exc)}; see --help, or pass --no-cache"
+                _warn(msg)
+            raise
 
     async def read(self, key: str) -> bytes | None:
-        try:
-            return await self.store.read(key)
-        except Exception as exc:
-            self._failure(exc)
-            raise
+        return await self._said(self.store.read(key))
 
     async def acquire(self, key: str, ttl: float) -> object | None:
-        try:
-            return await self.store.acquire(key, ttl)
-        except Exception as exc:
-            self._failure(exc)
-            raise
+        return await self._said(self.store.acquire(key, ttl))
 
     async def release(self, key: str, handle: object) -> None:
         await self.store.release(key, handle)
 
     async def publish(self, key: str, entry: bytes, *, expires_at: float) -> bool:
-        try:
-            return await self.store.publish(key, entry, expires_at=expires_at)
-        except Exception as exc:
-            self._failure(exc)
-            raise
+        return await self._said(self.store.publish(key, entry, expires_at=expires_at))
 
     async def wait(self, key: str, within: float) -> None:
         await self.store.wait(key, within)

@@ -6,16 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from aioica_auth import ApiKey, ConsoleTokenApi, Token
+from aioica_auth import ApiKey, ConsoleTokenApi, FileTokenStore, Token
+from aioica_auth._cli import main
+from aioica_auth._cli_cache import CliCache, cache_directory
 from aioica_auth.testing import LocalIcaServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,6 +126,16 @@ def one_warning(stderr: str) -> str:
     assert len(lines) == 1, stderr
     assert lines[0].startswith("aioica-auth: warning: "), stderr
     return lines[0]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["token", "--help"], ["whoami", "--help"]])
+def test_help_tells_of_the_cache(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """--help (and token's, whoami's) names the cache, --no-cache, and that it holds bearer
+    tokens in 0600 files of a 0700 directory."""
+    assert main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for needle in ("--no-cache", "bearer tokens", "0600", "0700", "~/.cache/aioica_auth"):
+        assert needle in out, needle
 
 
 async def test_twenty_header_calls_mint_once(server: LocalIcaServer, env: dict[str, str]) -> None:
@@ -324,3 +337,122 @@ async def test_given_jwt_is_not_cached(
     assert (rc, err) == (0, "")
     Token.from_jwt(out.strip())
     assert not cache.parent.exists()
+
+
+# -- the same, in-process (main() in a thread, so the server keeps serving) -----------------
+
+
+@pytest.fixture
+def in_process(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Awaitable[int]]:
+    """`main(argv)` in a worker thread, with the child environment as os.environ."""
+    for name in list(os.environ):
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    async def run(*argv: str) -> int:
+        return await asyncio.to_thread(main, list(argv))
+
+    return run
+
+
+async def test_in_process_cache_and_its_failures(
+    server: LocalIcaServer,
+    in_process: Callable[..., Awaitable[int]],
+    cache: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """In-process: the second run adopts, --min-validity beyond it mints, an entry others
+    can write is one warning line and a mint, and a refused directory one line too."""
+    assert await in_process("token") == 0
+    first = capsys.readouterr()
+    assert await in_process("token", "--header") == 0
+    assert capsys.readouterr().out == f"Authorization: Bearer {first.out.strip()}\n"
+    assert server.counts["ica.create"] == 1
+    server.lifetime = 1200.0
+    assert await in_process("token", "--min-validity", "900") == 0
+    assert capsys.readouterr().out != first.out
+    assert server.counts["ica.create"] == 2
+    open_up(cache, directory=False)
+    assert await in_process("token") == 0
+    assert "writable by others" in one_warning(capsys.readouterr().err)
+    assert server.counts["ica.create"] == 3
+    shutil.rmtree(cache)
+    open_up(cache, directory=True)
+    assert await in_process("whoami") == 0
+    captured = capsys.readouterr()
+    assert "token cache not used" in one_warning(captured.err)
+    no_secret(captured.err, server)
+    assert server.counts["ica.create"] == 4
+
+
+async def test_in_process_not_cached(
+    server: LocalIcaServer,
+    in_process: Callable[..., Awaitable[int]],
+    cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """In-process: --no-cache and a given JWT use no cache at all."""
+    assert await in_process("token", "--no-cache") == 0
+    jwt = capsys.readouterr().out.strip()
+    monkeypatch.delenv("ICAV2_X_API_KEY")
+    monkeypatch.setenv("ICAV2_ACCESS_TOKEN", jwt)
+    assert await in_process("token") == 0
+    assert capsys.readouterr().out.strip() == jwt
+    assert not cache.parent.exists()
+
+
+def test_cache_directory_from_the_environment(tmp_path: Path) -> None:
+    """XDG_CACHE_HOME when absolute, else HOME/.cache (a relative XDG_CACHE_HOME is ignored,
+    as the XDG spec says)."""
+    xdg = str(tmp_path / "xdg")
+    assert cache_directory({"XDG_CACHE_HOME": xdg}) == Path(xdg) / "aioica_auth"
+    home = str(tmp_path / "home")
+    expected = Path(home) / ".cache" / "aioica_auth"
+    assert cache_directory({"XDG_CACHE_HOME": "rel", "HOME": home}) == expected
+    assert cache_directory({}) == Path.home() / ".cache" / "aioica_auth"
+
+
+class _Failing:
+    """A store method that raises `exc`."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    async def __call__(self, *args: object, **kwargs: object) -> None:
+        raise self.exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "said"),
+    [
+        (PermissionError(13, "Permission denied", "/secret-looking/path"), "PermissionError: "),
+        (OSError(), "OSError: failed"),
+        (KeyError("eyJhbGciOi.not.shown"), "KeyError;"),
+    ],
+)
+async def test_cache_failure_said_once(
+    exc: Exception,
+    said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A store call that fails is said once on stderr, by its kind (an OSError's strerror),
+    never its text, and raised for the manager; later failures say nothing."""
+    cache = CliCache(FileTokenStore(tmp_path / "c"))
+    monkeypatch.setattr(cache.store, "read", _Failing(exc))
+    monkeypatch.setattr(cache.store, "publish", _Failing(exc))
+    with pytest.raises(type(exc)):
+        await cache.read("ab" * 32)
+    with pytest.raises(type(exc)):
+        await cache.publish("ab" * 32, b"{}", expires_at=1.0)
+    err = capsys.readouterr().err
+    assert said in one_warning(err)
+    assert "eyJ" not in err
+    assert "/secret-looking/path" not in err
+    assert repr(cache) == repr(cache.store)
+    await cache.aclose()
