@@ -222,7 +222,8 @@ async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
 async def test_cli_honours_proxy_variables(
     server: LocalIcaServer, proxy: RecordingProxy, tmp_path: Path
 ) -> None:
-    """`aioica-auth token` goes through HTTP_PROXY, and around it for a NO_PROXY host."""
+    """`aioica-auth token` goes through HTTP_PROXY, and around it for a NO_PROXY host (with
+    --no-cache, so that each run asks the server)."""
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(tmp_path),
@@ -230,11 +231,11 @@ async def test_cli_honours_proxy_variables(
         "ICAV2_BASE_URL": server.ica_base_url,
         "HTTP_PROXY": proxy.url,
     }
-    rc, out, err = await _cli("token", env=env)
+    rc, out, err = await _cli("token", "--no-cache", env=env)
     assert (rc, err) == (0, "")
     assert out.startswith("eyJ")
     assert proxy.lines == [f"POST {server.ica_base_url}/api/tokens HTTP/1.1"]
-    rc, out, err = await _cli("token", env={**env, "NO_PROXY": "localhost,127.0.0.1"})
+    rc, out, err = await _cli("token", "--no-cache", env={**env, "NO_PROXY": "localhost,127.0.0.1"})
     assert (rc, err) == (0, "")
     assert out.startswith("eyJ")
     assert len(proxy.lines) == 1
