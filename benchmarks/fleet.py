@@ -74,8 +74,8 @@ async def fleet(
     tokens: int,
     sizes: tuple[int, ...],
     arms: tuple[str, ...] = ARMS,
-    tasks: int = 4,
-    gap: float = 0.2,
+    tasks: int = 25,
+    gap: float = 1.0,
     rounds: int = 10,
 ) -> dict[str, Any]:
     """F: token requests per refresh interval per arm and N, 401s, and renewal latency."""
@@ -516,8 +516,8 @@ def worker(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", action="store_true", required=True)
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--resource-url", required=True)
-    parser.add_argument("--tasks", type=int, default=4)
-    parser.add_argument("--gap", type=float, default=0.2)
+    parser.add_argument("--tasks", type=int, default=25)
+    parser.add_argument("--gap", type=float, default=1.0)
     args = parser.parse_args(argv)
     asyncio.run(_serve(args))
     return 0
