@@ -345,7 +345,7 @@ def _store(spec: dict[str, Any]) -> TokenStore | None:
     if arm == "file":
         return FileTokenStore(spec["directory"])
     if arm == "redis":
-        from aioica_auth import RedisTokenStore  # type: ignore[attr-defined,unused-ignore]
+        from aioica_auth import RedisTokenStore
 
         store: TokenStore = RedisTokenStore(spec["url"], prefix=spec["prefix"])
         return store
