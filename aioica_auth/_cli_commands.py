@@ -160,14 +160,8 @@ async def _from_manager(
     min_validity: float | None,
 ) -> Token:
     async with _manager(found, args, cache) as manager:
-        token = await manager.token(min_validity=min_validity)
-        if _short(token, min_validity) and manager.stats.shared:
-            # The cached token was adopted by its refresh point, which knows nothing of
-            # --min-validity: drop it (never adopted again by this manager) and mint; the
-            # new one replaces it in the cache.
-            manager.invalidate(token)
-            token = await manager.token(min_validity=min_validity)
-        return token
+        # A cached token short of --min-validity is renewed by the manager itself.
+        return await manager.token(min_validity=min_validity)
 
 
 def _fresh_token(

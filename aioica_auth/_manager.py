@@ -562,9 +562,10 @@ class TokenManager:
         assert renewal is not None
         first = self._lease
         while True:
+            served, first = self._arrived(self._lease, first, min_validity)
+            if served is not None:
+                return served
             lease = self._lease
-            if lease is not None and lease is not first and self._live(lease):
-                return self._served(lease, min_validity)
             if self._lifecycle is Lifecycle.CLOSED:
                 msg = "this TokenManager was closed while waiting for a token"
                 raise RuntimeError(msg)
@@ -579,8 +580,8 @@ class TokenManager:
                 continue  # woken before the renewal landed: re-judged at the top
             if result is None:  # the deadline passed with the renewal still under way
                 return self._fallback(self._lease, renewal.backoff.last, in_flight=True)
-            if result is self._lease:  # just adopted: as fresh as it gets
-                return self._served(result, min_validity)
+            if result is self._lease and not self._short_share(result, min_validity):
+                return self._served(result, min_validity)  # just adopted: as fresh as it gets
             if isinstance(result, IcaError) and (kept := self._failed(result, deadline)):
                 return kept
 
@@ -618,6 +619,26 @@ class TokenManager:
         if lease.state(now) is not TokenState.NOT_YET_VALID or valid_from >= deadline:
             return None
         return valid_from - now
+
+    def _arrived(
+        self, lease: Lease | None, first: Lease | None, min_validity: float | None
+    ) -> tuple[Lease | None, Lease | None]:
+        """A waiter's look at the lease in use: (the lease to serve, or None to go on
+        waiting; the lease that counts as the one it started with from now on)."""
+        if lease is None or lease is first or not self._live(lease):
+            return None, first
+        if self._short_share(lease, min_validity):
+            return None, lease  # renew once more, for the need
+        return self._served(lease, min_validity), first
+
+    def _short_share(self, lease: Lease, min_validity: float | None) -> bool:
+        """A lease from the fleet's store, short of `min_validity`: it says nothing of what a
+        new token would give (it was issued a while ago), so renew once more for the need."""
+        return (
+            min_validity is not None
+            and lease.provenance is Provenance.SHARED
+            and lease.validity(lease.now(self._clock)) < min_validity
+        )
 
     def _served(self, lease: Lease, min_validity: float | None) -> Lease:
         """A renewed lease for a waiter: as good as it gets, even if short of min_validity."""

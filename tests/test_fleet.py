@@ -430,3 +430,27 @@ async def test_a_wait_that_takes_its_whole_time_is_not_taken_for_a_hung_store(
         warned = store_warnings(caplog)
         assert any("lease was held" in w for w in warned), warned
         assert not any("failed" in w for w in warned), warned
+
+
+async def test_a_shared_token_short_of_min_validity_is_renewed_once_for_the_need(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stored 20-minute token issued 500 s ago (700 s left, before its refresh point):
+    `token(min_validity=900)` adopts it, sees it says nothing of what a new token gives,
+    and mints once: a 1,200 s token, no "cannot be met" warning."""
+    async with LocalIcaServer(lifetime=1200, clock_offset=-500) as srv:
+        async with manager(srv, None) as old:
+            aged = await old.token()  # issued "500 s ago" by our clock
+        srv.clock_offset = 0.0
+        store = FileTokenStore(tmp_path)
+        await store.publish(
+            key_of(srv), encode_entry(key_of(srv), aged, 0.0, time.time()), expires_at=9e9
+        )
+        async with manager(srv, store) as m:
+            token = await m.token(min_validity=900)
+            assert (m.stats.shared, m.stats.mints) == (1, 1)
+        assert token.value != aged.value
+        assert token.expires_at is not None
+        assert token.expires_at.timestamp() - time.time() > 1100
+        assert srv.counts["ica.create"] == 2
+        assert "cannot be met" not in caplog.text
