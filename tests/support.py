@@ -14,6 +14,8 @@ import os
 import re
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -133,3 +135,47 @@ class FailingResolver(aiohttp.abc.AbstractResolver):
 
     async def close(self) -> None:
         """Nothing to release."""
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def run_cli(*args: str, env: dict[str, str], within: float = 20) -> tuple[int, str, str]:
+    """`python -m aioica_auth ARGS` in a subprocess, without blocking the event loop (a
+    local server may run in it): (exit status, stdout, stderr), killed after `within` s."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aioica_auth",
+        *args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), within)
+    except TimeoutError:
+        proc.kill()
+        await proc.communicate()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def calls_until_refused(
+    call: Callable[[], object], error: type[Exception], limit: float = 20
+) -> tuple[int, Exception | None]:
+    """Call `call` (blocking; run it in a thread) every 20 ms until it raises `error`, for
+    at most `limit` seconds: (the calls that succeeded, the error or None)."""
+    accepted = 0
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            call()
+        except error as exc:
+            return accepted, exc
+        accepted += 1
+        time.sleep(0.02)
+    return accepted, None

@@ -31,6 +31,8 @@ from aioica_auth._cli_demo_result import DemoProgress, DemoResult, TokenUse, per
 from aioica_auth._cli_serve import parse_faults
 from aioica_auth.testing import LocalIcaServer, make_jwt
 
+from .support import run_cli
+
 ROOT = Path(__file__).resolve().parent.parent
 # Every variable discovery or aiohttp's proxy lookup reads: none leaks in from the developer.
 CREDENTIAL_VARS = (
@@ -94,29 +96,6 @@ def run(
         timeout=timeout,
         check=False,
     )
-
-
-async def arun(*args: str, env: dict[str, str], within: float = 20) -> tuple[int, str, str]:
-    """`python -m aioica_auth ARGS` without blocking the event loop (a server may run in it)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aioica_auth",
-        *args,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=ROOT,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), within)
-    except TimeoutError:
-        proc.kill()
-        await proc.communicate()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def one_line_error(stderr: str) -> str:
@@ -936,9 +915,9 @@ async def test_cli_token_against_server(server: LocalIcaServer) -> None:
     once, they share one mint through the token cache."""
     env = child_env(ICAV2_X_API_KEY=server.api_key, ICAV2_BASE_URL=server.ica_base_url)
     (rc1, plain, _), (rc2, header, _), (rc3, as_json, err) = await asyncio.gather(
-        arun("token", env=env),
-        arun("token", "--header", env=env),
-        arun("token", "--json", env=env),
+        run_cli("token", env=env),
+        run_cli("token", "--header", env=env),
+        run_cli("token", "--json", env=env),
     )
     assert (rc1, rc2, rc3) == (0, 0, 0), err
     Token.from_jwt(plain.strip())
@@ -950,7 +929,7 @@ async def test_cli_token_against_server(server: LocalIcaServer) -> None:
 async def test_cli_token_refused_no_secret(server: LocalIcaServer) -> None:
     """A wrong API key: exit 1, one line, the key not in stderr."""
     env = child_env(ICAV2_X_API_KEY=SECRET, ICAV2_BASE_URL=server.ica_base_url)
-    rc, out, err = await arun("token", env=env)
+    rc, out, err = await run_cli("token", env=env)
     assert rc == 1
     assert "401" in one_line_error(err)
     assert SECRET not in err + out
@@ -963,7 +942,7 @@ async def test_cli_details_against_server(server: LocalIcaServer) -> None:
     env = child_env(
         ICA_USERNAME=server.username, ICA_PASSWORD=server.password, ICA_CONSOLE_URL=server.base_url
     )
-    rc, out, err = await arun("details", env=env)
+    rc, out, err = await run_cli("details", env=env)
     assert rc == 0, err
     assert json.loads(out)["username"] == server.username
     assert "warning: ICA_USERNAME + ICA_PASSWORD: deprecated" in err
@@ -1034,7 +1013,7 @@ async def test_cli_serve_port_in_use() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        rc, _, err = await arun("serve", "--port", str(port), env=child_env())
+        rc, _, err = await run_cli("serve", "--port", str(port), env=child_env())
     assert rc == 1
     assert "already in use" in one_line_error(err)
 
@@ -1152,7 +1131,7 @@ async def test_newcomer_token_from_icav2_variables(server: LocalIcaServer, tmp_p
     env = _newcomer_env(
         tmp_path, ICAV2_X_API_KEY=server.api_key, ICAV2_BASE_URL=server.ica_base_url
     )
-    rc, out, err = await arun("token", env=env)
+    rc, out, err = await run_cli("token", env=env)
     assert (rc, err) == (0, "")
     assert Token.from_jwt(out.strip()).claims["tns"] == "test-tenant"
 
@@ -1169,11 +1148,11 @@ async def test_newcomer_token_from_icav2_config_file(
         f"server-url: {server.base_url}\nx-api-key: {server.api_key}\n"
     )
     config.chmod(0o600)
-    rc, out, err = await arun("token", env=_newcomer_env(tmp_path))
+    rc, out, err = await run_cli("token", env=_newcomer_env(tmp_path))
     assert (rc, err) == (0, "")
     Token.from_jwt(out.strip())
     config.chmod(0o644)
-    rc, out, err = await arun("token", env=_newcomer_env(tmp_path))
+    rc, out, err = await run_cli("token", env=_newcomer_env(tmp_path))
     assert rc == 0
     assert "accessible by other users (mode 0644)" in err
     assert server.api_key not in err

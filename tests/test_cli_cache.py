@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -20,6 +18,8 @@ from aioica_auth import ApiKey, ConsoleTokenApi, FileTokenStore, Token
 from aioica_auth._cli import main
 from aioica_auth._cli_cache import CliCache, cache_directory
 from aioica_auth.testing import LocalIcaServer
+
+from .support import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 # Twenty CLI runs one after another: about a second each on a busy 2-core machine.
@@ -57,26 +57,8 @@ def env(server: LocalIcaServer, tmp_path: Path, cache: Path) -> dict[str, str]:
 
 
 async def cli(*args: str, env: dict[str, str], within: float = 60) -> tuple[int, str, str]:
-    """`python -m aioica_auth ARGS` without blocking the loop the server runs in."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aioica_auth",
-        *args,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=ROOT,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), within)
-    except TimeoutError:
-        proc.kill()
-        await proc.communicate()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    """`python -m aioica_auth ARGS`, with room for a loaded machine."""
+    return await run_cli(*args, env=env, within=within)
 
 
 def header_token(out: str) -> str:

@@ -30,6 +30,8 @@ import pytest
 from aioica_auth import ApiKey, SyncTokenManager, Token, TokenManager, TokenUnavailableError
 from aioica_auth.testing import LocalIcaServer
 
+from .support import calls_until_refused
+
 pytest.importorskip("libica.openapi.v2")
 pytest.importorskip("libica.openapi.v3")
 from libica.openapi import v2, v3
@@ -228,19 +230,13 @@ async def test_control_a_token_read_once_gets_a_401(
     assert token.expires_at is not None
     configuration = package.Configuration(host=server.ica_base_url, access_token=token.value)
 
-    def until_refused() -> tuple[int, Any]:
-        accepted = 0
+    def until_refused() -> tuple[int, Exception | None]:
         with package.ApiClient(configuration) as api_client:
             api = api_class(api_client)
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                try:
-                    api.get_analysis_usage_details(project_id=client, analysis_id="a")
-                except package.ApiException as exc:
-                    return accepted, exc
-                accepted += 1
-                time.sleep(0.02)
-        return accepted, None
+            return calls_until_refused(
+                lambda: api.get_analysis_usage_details(project_id=client, analysis_id="a"),
+                package.ApiException,
+            )
 
     accepted, refusal = await asyncio.to_thread(until_refused)
     assert accepted > 0

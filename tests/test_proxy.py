@@ -13,7 +13,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import yarl
 from aioica_auth import ApiKey, TokenManager, TokenUnavailableError, TransportError
 from aioica_auth._cli import main
 from aioica_auth.testing import LocalIcaServer
+
+from .support import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "S3cr3t-Proxy-Key-0123456789abcdef"
@@ -203,22 +204,6 @@ async def test_proxy_password_never_shown(monkeypatch: pytest.MonkeyPatch) -> No
         assert "pr0xy-pa55word" not in f"{exc!s} {exc!r}"
 
 
-async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aioica_auth", *args,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=env, cwd=ROOT,
-    )  # fmt: skip
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 20)
-    except TimeoutError:
-        proc.kill()
-        await proc.communicate()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def test_cli_honours_proxy_variables(
     server: LocalIcaServer, proxy: RecordingProxy, tmp_path: Path
 ) -> None:
@@ -231,11 +216,12 @@ async def test_cli_honours_proxy_variables(
         "ICAV2_BASE_URL": server.ica_base_url,
         "HTTP_PROXY": proxy.url,
     }
-    rc, out, err = await _cli("token", "--no-cache", env=env)
+    rc, out, err = await run_cli("token", "--no-cache", env=env)
     assert (rc, err) == (0, "")
     assert out.startswith("eyJ")
     assert proxy.lines == [f"POST {server.ica_base_url}/api/tokens HTTP/1.1"]
-    rc, out, err = await _cli("token", "--no-cache", env={**env, "NO_PROXY": "localhost,127.0.0.1"})
+    around = {**env, "NO_PROXY": "localhost,127.0.0.1"}
+    rc, out, err = await run_cli("token", "--no-cache", env=around)
     assert (rc, err) == (0, "")
     assert out.startswith("eyJ")
     assert len(proxy.lines) == 1

@@ -40,6 +40,7 @@ import wrapica.utils.configuration as wrapica_configuration
 from libica.openapi import v3
 from wrapica.project_analysis import get_analysis_usage
 
+from .support import calls_until_refused
 from .test_libica_fresh import fresh_configuration
 
 LIFETIME = 2.5  # seconds, as in test_libica_fresh.py
@@ -181,17 +182,10 @@ async def test_control_wrapicas_own_way_gets_a_401(
     monkeypatch.setenv("ICAV2_ACCESS_TOKEN", token.value)
     monkeypatch.setenv("ICAV2_BASE_URL", server.ica_base_url)
 
-    def until_refused() -> tuple[int, Any]:
-        accepted = 0
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                get_analysis_usage(project_id="p", analysis_id="a")
-            except v3.ApiException as exc:
-                return accepted, exc
-            accepted += 1
-            time.sleep(0.02)
-        return accepted, None
+    def until_refused() -> tuple[int, Exception | None]:
+        return calls_until_refused(
+            lambda: get_analysis_usage(project_id="p", analysis_id="a"), v3.ApiException
+        )
 
     accepted, refusal = await asyncio.to_thread(until_refused)
     assert accepted > 0
