@@ -61,12 +61,15 @@ def shared_sources(
     credential: Credential,
     options: Iterable[str],
 ) -> SourceFactory:
-    """`factory`'s source, sharing its tokens through `store` under the manager's key.
+    """`factory`'s source, sharing its tokens through `store` under the manager's key
+    (`factory` itself without a store).
 
     Raises:
         TypeError: `store` is not a `TokenStore`, or `credential` is a `Jwt`.
         ValueError: a console psToken (its session cannot be shared).
     """
+    if store is None:
+        return factory
     if not isinstance(store, TokenStore):
         msg = (
             "store must be a TokenStore (FileTokenStore, RedisTokenStore or your own), "

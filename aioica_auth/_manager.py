@@ -198,15 +198,14 @@ class TokenManager:
             msg = "revoke_on_close is for the console (for_console): ICA v2 cannot revoke a JWT"
             raise ValueError(msg)
         factory = ica_sources(credential, url, tenant)
-        if store is not None:
-            factory = shared_sources(
-                factory,
-                store,
-                platform="ica",
-                base_url=str(url),
-                credential=credential,
-                options=[f"tenant={tenant or ''}"],
-            )
+        factory = shared_sources(
+            factory,
+            store,
+            platform="ica",
+            base_url=str(url),
+            credential=credential,
+            options=[f"tenant={tenant or ''}"],
+        )
         return cls(factory, base_url=url, session=session, policy=rules, on_token=on_token)
 
     @classmethod
@@ -247,15 +246,14 @@ class TokenManager:
         url = check_base_url(base_url)
         options = MintOptions(client_id, domain, data, scopes, cwid, cid)
         factory = console_sources(credential, url, options)
-        if store is not None:
-            factory = shared_sources(
-                factory,
-                store,
-                platform="console",
-                base_url=str(url),
-                credential=credential,
-                options=[f"{k}={v}" for k, v in options.params(return_session_token=False)],
-            )
+        factory = shared_sources(
+            factory,
+            store,
+            platform="console",
+            base_url=str(url),
+            credential=credential,
+            options=[f"{k}={v}" for k, v in options.params(return_session_token=False)],
+        )
         return cls(
             factory,
             base_url=url,
