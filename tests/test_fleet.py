@@ -271,13 +271,13 @@ async def test_a_lease_held_with_nothing_published_is_waited_out_then_minted_alo
         held = await squatter.acquire(key_of(srv), 60.0)
         assert held is not None
         try:
-            # A lease of 4 s, and patience for one more renewal of 3 s: 7 s.
-            async with manager(srv, store, request_timeout=1.0) as m:
+            # A lease of 3 s, and patience for one more renewal of 2 s: 5 s.
+            async with manager(srv, store, request_timeout=0.5) as m:
                 loop = asyncio.get_running_loop()
                 started = loop.time()
                 await m.token()
                 waited = loop.time() - started
-            assert waited >= 6.5  # the patience, less a poll interval
+            assert waited >= 4.5  # the patience, less a poll interval
             assert srv.counts["ica.create"] == 1
             assert any("lease was held" in w for w in store_warnings(caplog))
         finally:
@@ -423,7 +423,7 @@ async def test_a_wait_that_takes_its_whole_time_is_not_taken_for_a_hung_store(
         held = await squatter.acquire(key_of(srv), 60.0)
         assert held is not None
         try:
-            async with manager(srv, store, request_timeout=1.0) as m:  # calls bounded by 1 s
+            async with manager(srv, store, request_timeout=0.5) as m:  # calls bounded by 0.5 s
                 await m.token()
         finally:
             await squatter.release(key_of(srv), held)

@@ -71,15 +71,15 @@ STORES = ["file", "redis"]
 async def test_eight_processes_share_one_token_over_three_lifetimes(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    lifetime, processes = 8.0, 8
-    # A refresh 1 s before expiry (the refresh window, less the leeway of L/20 = 0.4 s), so
-    # each token serves about 6.5 s: three lifetimes make the first mint and three renewals.
+    lifetime, processes = 5.0, 8
+    # A refresh 0.7 s before expiry (the refresh window, less the leeway of L/20 = 0.25 s), so
+    # each token serves about 4 s: three lifetimes make the first mint and three renewals.
     async with LocalIcaServer(lifetime=lifetime) as srv:
         spec = store_spec(kind, tmp_path, request)
         start = time.time() + 4.0  # every worker started and waiting by then
         until = start + 3 * lifetime
         procs = [
-            await spawn(srv, spec, start=start, until=until, refresh_margin=1.0, tasks=5, pause=0.1)
+            await spawn(srv, spec, start=start, until=until, refresh_margin=0.7, tasks=5, pause=0.1)
             for _ in range(processes)
         ]
         results = [await collect(p) for p in procs]
@@ -100,7 +100,7 @@ async def test_eight_processes_share_one_token_over_three_lifetimes(
 async def test_a_holder_killed_mid_mint_delays_the_others_by_the_lease_time_at_most(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    latency, request_timeout = 2.0, 3.0
+    latency, request_timeout = 1.0, 1.5
     lease_time = 2 * request_timeout + 2
     async with LocalIcaServer(latency=latency) as srv:
         spec = store_spec(kind, tmp_path, request)
@@ -114,7 +114,7 @@ async def test_a_holder_killed_mid_mint_delays_the_others_by_the_lease_time_at_m
                     srv,
                     spec,
                     start=now,
-                    until=now + lease_time + 8,
+                    until=now + lease_time + latency + 4,
                     request_timeout=request_timeout,
                     acquire_timeout=lease_time + 10,
                     tasks=2,
@@ -142,11 +142,11 @@ async def test_redis_stopped_mid_run_costs_nothing_and_sharing_resumes_after_res
     request: pytest.FixtureRequest,
 ) -> None:
     redis = request.getfixturevalue("redis_server")
-    lifetime, processes = 6.0, 4
+    lifetime, processes = 4.0, 4
     interval = lifetime - lifetime / 20 - 1.0  # refresh_margin 1 s, leeway L/20
     async with LocalIcaServer(lifetime=lifetime) as srv:
         start = time.time() + 4.0
-        until = start + 26.0
+        until = start + 19.0
         procs = [
             await spawn(
                 srv,
@@ -160,18 +160,18 @@ async def test_redis_stopped_mid_run_costs_nothing_and_sharing_resumes_after_res
             )
             for _ in range(processes)
         ]
-        await asyncio.sleep(max(0.0, start + 6.0 - time.time()))
-        await asyncio.to_thread(redis.stop)  # down for 8 s: about two renewals each
+        await asyncio.sleep(max(0.0, start + 4.0 - time.time()))
+        await asyncio.to_thread(redis.stop)  # down for 6 s: about two renewals each
         before_outage = srv.counts["ica.create"]
-        await asyncio.sleep(max(0.0, start + 14.0 - time.time()))
+        await asyncio.sleep(max(0.0, start + 10.0 - time.time()))
         await asyncio.to_thread(redis.start)
         during_outage = srv.counts["ica.create"] - before_outage
         # Each worker's next renewal goes through the store again: within one interval.
-        await asyncio.sleep(max(0.0, start + 14.0 + interval + 0.5 - time.time()))
+        await asyncio.sleep(max(0.0, start + 10.0 + interval + 0.5 - time.time()))
         rejoined = srv.counts["ica.create"]
         results = [await collect(p) for p in procs]
         after = srv.counts["ica.create"] - rejoined
-    window = until - (start + 14.0 + interval + 0.5)
+    window = until - (start + 10.0 + interval + 0.5)
     print(f"mints: {before_outage} before, {during_outage} during, {after} after ({window:.1f} s)")
     assert before_outage <= 3
     assert during_outage >= processes  # each renewed on its own meanwhile
