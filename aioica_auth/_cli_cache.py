@@ -16,7 +16,6 @@ JWT given as it is (`ICAV2_ACCESS_TOKEN`) and a console psToken session.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import TypeVar
 from ._cli_parser import PROG
 from ._credentials import Jwt, PsToken
 from ._discovery import DiscoveredCredentials
-from ._file_store import FileTokenStore
+from ._file_store import FileTokenStore, default_directory
 from ._store import TokenStoreError
 
 __all__ = ["CliCache", "cache_directory", "cacheable", "open_cache"]
@@ -34,13 +33,9 @@ _T = TypeVar("_T")
 
 
 def cache_directory(env: Mapping[str, str]) -> Path:
-    """`$XDG_CACHE_HOME/aioica_auth`, or `~/.cache/aioica_auth`, read from `env` (as
-    `FileTokenStore` reads `os.environ` by default)."""
-    base = env.get("XDG_CACHE_HOME", "")
-    if os.path.isabs(base):
-        return Path(base) / "aioica_auth"
-    home = env.get("HOME", "")
-    return (Path(home) if os.path.isabs(home) else Path.home()) / ".cache" / "aioica_auth"
+    """`$XDG_CACHE_HOME/aioica_auth`, or `~/.cache/aioica_auth`, read from the command's
+    environment `env`."""
+    return default_directory(env)
 
 
 def _warn(message: str) -> None:

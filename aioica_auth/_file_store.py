@@ -27,6 +27,7 @@ import stat
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from ._store import MAX_ENTRY, TokenStoreError
@@ -42,11 +43,15 @@ _PUBLISH_LOCK_TIMEOUT = 2.0  # seconds: the longest a publish waits for another 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-def default_directory() -> Path:
-    """`$XDG_CACHE_HOME/aioica_auth`, or `~/.cache/aioica_auth` (XDG's default)."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
-    return root / "aioica_auth"
+def default_directory(environ: Mapping[str, str] | None = None) -> Path:
+    """`$XDG_CACHE_HOME/aioica_auth`, or `~/.cache/aioica_auth` (XDG's default), read from
+    `environ` (`os.environ` by default; a relative path in either variable is ignored)."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(base):
+        return Path(base) / "aioica_auth"
+    home = env.get("HOME", "")
+    return (Path(home) if os.path.isabs(home) else Path.home()) / ".cache" / "aioica_auth"
 
 
 class _Lease:
