@@ -23,14 +23,16 @@ On a 401 for a token the manager handed out, in this order, each step bounded:
    (ICA's `nbf` skew). The token it replaced, if a resource accepted it and it is still
    valid, is tried first; then the young token again after short, growing waits (or the
    young token that superseded it meanwhile): at most `YOUNG_SENDS` sends within
-   `YOUNG_WINDOW` seconds (and `nbf_wait_max`).
+   `YOUNG_WINDOW` seconds (and `nbf_wait_max`). Once another request gets that token
+   accepted, this request's refusal was early: it is resent with it at once, and nothing is
+   invalidated.
 3. Refused: exactly that token is invalidated (not a newer one another task already got), a
    new one is awaited, and the request is replayed. A refusal of the replay, whose token is
    young, gets the young retries of step 2, unless earlier young retries ran out while
-   their token stayed in use (then they cannot help): so a revoked token's successor is not
-   refused to the caller by a resource whose clock lags. When the replay's token is refused
-   although a resource accepted it (revoked too, meanwhile), one more replay, no more
-   (`REFUSED_REPLAYS`). The last answer goes to the caller.
+   their token stayed in use and no resource accepted it (then they cannot help): so a
+   revoked token's successor is not refused to the caller by a resource whose clock lags.
+   When the replay's token is refused although a resource accepted it (revoked too,
+   meanwhile), one more replay, no more (`REFUSED_REPLAYS`). The last answer goes to the caller.
 
 So a resource that refuses every token answers the caller within a few seconds, and one
 whose clock lags costs no re-mint. A body that cannot be replayed gets the 401 back.
@@ -124,7 +126,7 @@ def rules(source: LeaseSource, replayable: Callable[[], bool]) -> Rules:
         status, lease = yield from _young_retries(source, lease, replayable)
         if status != 401 or not replayable():
             return
-        settled = source.current() is lease
+        settled = _settled(source, lease)
     yield from _replays(source, lease, replayable, settled=settled)
 
 
@@ -158,7 +160,7 @@ def _replays(
             status, lease = yield from _young_retries(source, lease, replayable)
             if status != 401 or not replayable():
                 return
-            settled = source.current() is lease
+            settled = _settled(source, lease)
         if not lease.accepted:
             return  # refused though no resource ever took it: another replay cannot help
 
@@ -204,7 +206,15 @@ def _young_retries(source: LeaseSource, lease: Lease, replayable: Callable[[], b
     delay = FIRST_YOUNG_RETRY
     for _ in range(YOUNG_SENDS):
         lease = _follow(source, lease)
-        if not _young(source, lease) or source.current() is not lease:
+        if source.current() is not lease:
+            break
+        if lease.accepted:
+            # Another request got it through since this one's refusal, which was early: resent
+            # at once (refused now, it was revoked: the replays' case).
+            yield DISCARD
+            status = yield from _send(lease)
+            break
+        if not _young(source, lease):
             break
         yield DISCARD
         yield Sleep(delay)
@@ -223,11 +233,17 @@ def _young_retries(source: LeaseSource, lease: Lease, replayable: Callable[[], b
 
 
 def _follow(source: LeaseSource, lease: Lease) -> Lease:
-    """The current lease if it is a young one that superseded `lease`, else `lease`."""
+    """The current lease if it superseded `lease` and is young or accepted, else `lease`."""
     current = source.current()
-    if current is not None and current is not lease and _young(source, current):
-        return current
-    return lease
+    if current is None or current is lease:
+        return lease
+    return current if current.accepted or _young(source, current) else lease
+
+
+def _settled(source: LeaseSource, lease: Lease) -> bool:
+    """Young retries ran out with their token still in use and never accepted: more young
+    retries cannot help."""
+    return source.current() is lease and not lease.accepted
 
 
 class Exchange:

@@ -164,6 +164,70 @@ def test_young_retry_tries_the_accepted_prior_token_first() -> None:
     assert slept == 0
 
 
+def test_young_token_accepted_meanwhile_is_resent_at_once_not_invalidated() -> None:
+    """A young token refused, and its revoked prior refused too; meanwhile another request got
+    the young token accepted: this request's refusal was early, so it is resent with it at
+    once, and nothing is invalidated (no re-mint of a good token)."""
+    source = FakeSource()
+    old = source.acquire()
+    old.accepted = True
+    young = source.mint()
+
+    def status(lease: Lease, n: int) -> int:
+        if lease is old:
+            young.accepted = True  # another task's request, while this one tried the prior
+            return 401  # revoked
+        return 401 if n == 1 else 200
+
+    sent, slept = drive(source, status)
+    assert sent == [young, old, young]
+    assert source.invalidated == []
+    assert slept == 0
+
+
+def test_young_token_accepted_then_revoked_gets_a_replay_with_young_retries() -> None:
+    """As above, but the young token is revoked after its acceptance: the resend is refused,
+    that token (only) is invalidated, and the replay's young successor still gets the young
+    retries (the earlier ones did not run out), so the caller gets a 200."""
+    source = FakeSource()
+    old = source.acquire()
+    old.accepted = True
+    young = source.mint()
+
+    def status(lease: Lease, n: int) -> int:
+        if lease is old:
+            young.accepted = True
+        if lease is old or lease is young:
+            return 401
+        return 200 if n >= 5 else 401  # the successor: early once
+
+    sent, slept = drive(source, status)
+    assert sent[:3] == [young, old, young]
+    assert len(sent) == 5
+    assert sent[3] is sent[4] not in (old, young)
+    assert source.invalidated == [young.token]
+    assert 0 < slept < 3.0
+
+
+def test_young_token_superseded_by_an_accepted_one_follows_it() -> None:
+    """A young token refused twice, and superseded during its retry by a token a resource
+    accepted: the request is resent with that one at once, and nothing is invalidated."""
+    source = FakeSource()
+    young = source.acquire()
+    newer: list[Lease] = []
+
+    def status(lease: Lease, n: int) -> int:
+        if n == 2:
+            newer.append(source.mint())
+            newer[0].accepted = True
+        return 401 if lease is young else 200
+
+    sent, slept = drive(source, status)
+    assert sent == [young, young, newer[0]]
+    assert source.invalidated == []
+    assert slept == pytest.approx(0.1)
+
+
 def test_origin_normalises_default_ports_and_case() -> None:
     """An origin is scheme, lower-case host and port, with the scheme's default port."""
     assert origin("HTTPS", "ICA.Example.org", None) == ("https", "ica.example.org", 443)
