@@ -18,14 +18,15 @@ On a 401 for a token the manager handed out, in this order, each step bounded:
 
 1. Stale: the token sent is no longer the one in use, or expired while the request waited
    (in a connection pool, say): resent with the current one, at most 3 times.
-2. Young: a token no resource has accepted yet, issued less than a few seconds ago (in the
-   server's time), may only be early for a resource whose clock lags the token service
-   (ICA's `nbf` skew). The token it replaced, if a resource accepted it and it is still
-   valid, is tried first; then the young token again after short, growing waits (or the
-   young token that superseded it meanwhile): at most `YOUNG_SENDS` sends within
-   `YOUNG_WINDOW` seconds (and `nbf_wait_max`). Once another request gets that token
-   accepted, this request's refusal was early: it is resent with it at once, and nothing is
-   invalidated.
+2. Young: a token that no resource had accepted when the request went out, issued less
+   than a few seconds ago (in the server's time), may only be early for a resource whose
+   clock lags the token service (ICA's `nbf` skew). If another request got it accepted
+   meanwhile (its answer may have come first), the request is resent with it at once.
+   Otherwise the token it replaced, if a resource accepted it and it is still valid, is
+   tried first; then the young token again after short, growing waits (or the token that
+   superseded it meanwhile, if young or accepted): at most `YOUNG_SENDS` sends within
+   `YOUNG_WINDOW` seconds (and `nbf_wait_max`). A token accepted meanwhile is resent at
+   once, and nothing is invalidated; refused again, it was revoked (step 3).
 3. Refused: exactly that token is invalidated (not a newer one another task already got), a
    new one is awaited, and the request is replayed. A refusal of the replay, whose token is
    young, gets the young retries of step 2, unless earlier young retries ran out while
@@ -108,40 +109,50 @@ class Sleep:
 
 Step = _Acquire | _Discard | Send | Sleep
 Rules = Generator[Step, "Lease | int | None", None]
-_Sub = Generator[Step, "Lease | int | None", int]
-_Pair = Generator[Step, "Lease | int | None", "tuple[int, Lease]"]
+
+
+@attrs.frozen
+class _Answer:
+    """What a resource answered to one send: its status, the lease sent with, and whether a
+    resource had accepted that token before the send went out (`proven`). A 401 to an
+    unproven token may be early (a resource whose clock lags); to a proven one, it is a
+    refusal."""
+
+    status: int
+    lease: Lease
+    proven: bool
+
+
+_Sent = Generator[Step, "Lease | int | None", _Answer]
 
 
 def rules(source: LeaseSource, replayable: Callable[[], bool]) -> Rules:
     """The steps of one request for the manager's origin (see the module docstring)."""
-    lease = yield from _acquire()
-    status = yield from _send(lease)
-    if status != 401:
+    answer = yield from _send((yield from _acquire()))
+    if answer.status != 401:
         return
-    status, lease = yield from _stale_resends(source, lease, replayable)
-    if status != 401 or not replayable():
+    answer = yield from _stale_resends(source, answer, replayable)
+    if answer.status != 401 or not replayable():
         return
     settled = False  # young retries ran out with the token still in use: they cannot help
-    if _young(source, lease):
-        status, lease = yield from _young_retries(source, lease, replayable)
-        if status != 401 or not replayable():
+    if _early(source, answer):
+        answer = yield from _young_retries(source, answer, replayable)
+        if answer.status != 401 or not replayable():
             return
-        settled = _settled(source, lease)
-    yield from _replays(source, lease, replayable, settled=settled)
+        settled = _settled(source, answer.lease)
+    yield from _replays(source, answer.lease, replayable, settled=settled)
 
 
-def _stale_resends(source: LeaseSource, lease: Lease, replayable: Callable[[], bool]) -> _Pair:
+def _stale_resends(source: LeaseSource, answer: _Answer, replayable: Callable[[], bool]) -> _Sent:
     """Resend with the current token while the one sent was superseded or has expired."""
-    status = 401
     for _ in range(STALE_REPLAYS):
-        if not _stale(source, lease) or not replayable():
+        if not _stale(source, answer.lease) or not replayable():
             break
         yield DISCARD
-        lease = yield from _acquire()
-        status = yield from _send(lease)
-        if status != 401:
+        answer = yield from _send((yield from _acquire()))
+        if answer.status != 401:
             break
-    return status, lease
+    return answer
 
 
 def _replays(
@@ -151,16 +162,16 @@ def _replays(
     for _ in range(REFUSED_REPLAYS):
         yield DISCARD
         source.invalidate(lease.token)
-        lease = yield from _acquire()
-        status = yield from _send(lease)
-        if status != 401 or not replayable():
+        answer = yield from _send((yield from _acquire()))
+        if answer.status != 401 or not replayable():
             return
-        if not settled and _young(source, lease):
+        if not settled and _early(source, answer):
             # A revoked token's successor, early for a resource whose clock lags.
-            status, lease = yield from _young_retries(source, lease, replayable)
-            if status != 401 or not replayable():
+            answer = yield from _young_retries(source, answer, replayable)
+            if answer.status != 401 or not replayable():
                 return
-            settled = _settled(source, lease)
+            settled = _settled(source, answer.lease)
+        lease = answer.lease
         if not lease.accepted:
             return  # refused though no resource ever took it: another replay cannot help
 
@@ -171,12 +182,13 @@ def _acquire() -> Generator[Step, Lease | int | None, Lease]:
     return lease
 
 
-def _send(lease: Lease) -> _Sub:
+def _send(lease: Lease) -> _Sent:
+    proven = lease.accepted
     status = yield Send(lease)
     assert isinstance(status, int)
     if status != 401:
         lease.accepted = True
-    return status
+    return _Answer(status, lease, proven)
 
 
 def _stale(source: LeaseSource, lease: Lease) -> bool:
@@ -186,23 +198,33 @@ def _stale(source: LeaseSource, lease: Lease) -> bool:
     return lease.state(lease.now(source.clock)) is TokenState.EXPIRED
 
 
+def _window(source: LeaseSource) -> float:
+    return min(YOUNG_WINDOW, source.policy.nbf_wait_max)
+
+
 def _young(source: LeaseSource, lease: Lease) -> bool:
     """Not yet accepted by any resource, and issued only seconds ago (server time)."""
-    window = min(YOUNG_WINDOW, source.policy.nbf_wait_max)
-    return not lease.accepted and lease.age(lease.now(source.clock)) < window
+    return not lease.accepted and lease.age(lease.now(source.clock)) < _window(source)
 
 
-def _young_retries(source: LeaseSource, lease: Lease, replayable: Callable[[], bool]) -> _Pair:
+def _early(source: LeaseSource, answer: _Answer) -> bool:
+    """A 401 that may only be early: its token was issued seconds ago, and no resource had
+    accepted it when the request went out (one may have since)."""
+    lease = answer.lease
+    return not answer.proven and lease.age(lease.now(source.clock)) < _window(source)
+
+
+def _young_retries(source: LeaseSource, answer: _Answer, replayable: Callable[[], bool]) -> _Sent:
     """The token it replaced first, then the young token after short, growing waits; a
-    young token that supersedes it meanwhile is followed. Returns the last answer and the
-    lease it was for."""
-    status = 401
+    young or accepted token that supersedes it meanwhile is followed, and one that a
+    resource accepted meanwhile is resent at once. Returns the last answer."""
+    lease = answer.lease
     prior = source.prior()
-    if prior is not None and prior.state(prior.now(source.clock)).live:
+    if not lease.accepted and prior is not None and prior.state(prior.now(source.clock)).live:
         yield DISCARD
-        status = yield from _send(prior)
-        if status != 401 or not replayable():
-            return status, lease
+        tried = yield from _send(prior)
+        if tried.status != 401 or not replayable():
+            return tried
     delay = FIRST_YOUNG_RETRY
     for _ in range(YOUNG_SENDS):
         lease = _follow(source, lease)
@@ -212,15 +234,15 @@ def _young_retries(source: LeaseSource, lease: Lease, replayable: Callable[[], b
             # Another request got it through since this one's refusal, which was early: resent
             # at once (refused now, it was revoked: the replays' case).
             yield DISCARD
-            status = yield from _send(lease)
+            answer = yield from _send(lease)
             break
         if not _young(source, lease):
             break
         yield DISCARD
         yield Sleep(delay)
         delay *= 2
-        status = yield from _send(lease)
-        if status != 401:
+        answer = yield from _send(lease)
+        if answer.status != 401:
             logger.info(
                 "token %s accepted %.2f s after issue (resource clock lag)",
                 lease.token.fingerprint,
@@ -229,7 +251,7 @@ def _young_retries(source: LeaseSource, lease: Lease, replayable: Callable[[], b
             break
         if not replayable():
             break
-    return status, lease
+    return answer
 
 
 def _follow(source: LeaseSource, lease: Lease) -> Lease:

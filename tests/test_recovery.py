@@ -275,7 +275,9 @@ def test_refusing_everything_stays_bounded_from_an_accepted_token() -> None:
 
 def test_a_revoked_replay_is_replayed_once_more_and_no_more() -> None:
     """Every token refused although a resource accepted it (each revoked as it is sent): two
-    invalidate-and-replays in all, then the 401 goes to the caller."""
+    invalidate-and-replays in all, then the 401 goes to the caller. Each replay's token was
+    accepted by another request while the replay was out, so its refusal may have been early:
+    it is resent once at once, and refused again, it is a refusal."""
     source = FakeSource()
     source.acquire().accepted = True
 
@@ -284,8 +286,28 @@ def test_a_revoked_replay_is_replayed_once_more_and_no_more() -> None:
         return 401
 
     sent, slept = drive(source, revoked)
-    assert len(sent) == 3
+    assert len(sent) == 1 + 2 * 2
+    assert [id(lease) for lease in sent[1:]] == [id(sent[1])] * 2 + [id(sent[3])] * 2
     assert len(source.invalidated) == 2
+    assert slept == 0
+
+
+def test_young_token_accepted_while_this_request_was_out_is_resent_not_invalidated() -> None:
+    """A young token refused, and accepted by another request while this one was out (its
+    answer came after): the refusal may have been early, so it is resent at once, and
+    nothing is invalidated."""
+    source = FakeSource()
+    young = source.acquire()
+
+    def status(lease: Lease, n: int) -> int:
+        if n == 1:
+            young.accepted = True  # another request, checked after this one, got through
+            return 401
+        return 200
+
+    sent, slept = drive(source, status)
+    assert sent == [young, young]
+    assert source.invalidated == []
     assert slept == 0
 
 
