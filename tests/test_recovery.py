@@ -151,13 +151,18 @@ def test_unreplayable_body_gets_the_first_401() -> None:
     assert source.invalidated == []
 
 
+def replaced(source: FakeSource) -> tuple[Lease, Lease]:
+    """An accepted token, and the young one that has just replaced it."""
+    old = source.acquire()
+    old.accepted = True
+    return old, source.mint()
+
+
 def test_young_retry_tries_the_accepted_prior_token_first() -> None:
     """A young token refused while the accepted token it replaced is still valid: the prior
     one is tried next, and its acceptance ends the exchange without invalidating anything."""
     source = FakeSource()
-    old = source.acquire()
-    old.accepted = True
-    young = source.mint()
+    old, young = replaced(source)
     sent, slept = drive(source, lambda lease, n: 401 if lease is young else 200)
     assert sent == [young, old]
     assert source.invalidated == []
@@ -169,9 +174,7 @@ def test_young_token_accepted_meanwhile_is_resent_at_once_not_invalidated() -> N
     the young token accepted: this request's refusal was early, so it is resent with it at
     once, and nothing is invalidated (no re-mint of a good token)."""
     source = FakeSource()
-    old = source.acquire()
-    old.accepted = True
-    young = source.mint()
+    old, young = replaced(source)
 
     def status(lease: Lease, n: int) -> int:
         if lease is old:
@@ -190,9 +193,7 @@ def test_young_token_accepted_then_revoked_gets_a_replay_with_young_retries() ->
     that token (only) is invalidated, and the replay's young successor still gets the young
     retries (the earlier ones did not run out), so the caller gets a 200."""
     source = FakeSource()
-    old = source.acquire()
-    old.accepted = True
-    young = source.mint()
+    old, young = replaced(source)
 
     def status(lease: Lease, n: int) -> int:
         if lease is old:
@@ -204,7 +205,8 @@ def test_young_token_accepted_then_revoked_gets_a_replay_with_young_retries() ->
     sent, slept = drive(source, status)
     assert sent[:3] == [young, old, young]
     assert len(sent) == 5
-    assert sent[3] is sent[4] not in (old, young)
+    assert sent[3] is sent[4]
+    assert {id(sent[3])} - {id(old), id(young)}
     assert source.invalidated == [young.token]
     assert 0 < slept < 3.0
 
