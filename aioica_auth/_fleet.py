@@ -41,7 +41,7 @@ from ._store import (
     encode_entry,
     store_key,
 )
-from ._token import Token
+from ._token import Token, epoch
 
 __all__ = ["SharedSource", "shared_sources"]
 
@@ -204,7 +204,7 @@ class SharedSource:
         clock = self.clock
         mono, wall = clock.monotonic(), clock.time()
         skew = entry.skew or 0.0
-        iat = token.issued_at.timestamp() if token.issued_at is not None else None
+        iat = epoch(token.issued_at)
         age = max(0.0, wall + skew - iat) if iat is not None else 0.0
         # As if the token had just been fetched, sent `age` ago: `plan` then reads its
         # timing in the publisher's view of the server's clock.
@@ -222,7 +222,7 @@ class SharedSource:
         token, reply = issued.token, issued.reply
         if token.expires_at is None:
             return  # nothing to fence with; such tokens are not shared
-        iat = token.issued_at.timestamp() if token.issued_at is not None else None
+        iat = epoch(token.issued_at)
         skew = iat - reply.sent_wall if iat is not None else reply.server_offset
         entry = encode_entry(self.key, token, skew, self.clock.time())
         try:

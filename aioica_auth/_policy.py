@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 
 from ._http import MAX_TIMEOUT, Reply
-from ._token import Token
+from ._token import Token, epoch
 
 __all__ = ["Policy", "Timing", "plan"]
 
@@ -178,9 +178,7 @@ def plan(
     Without a reply (a JWT the caller already had), the local wall clock is the only
     reference and is used as is; `now` is then `(monotonic, wall)`, read now by default.
     """
-    exp = token.expires_at.timestamp() if token.expires_at is not None else None
-    iat = token.issued_at.timestamp() if token.issued_at is not None else None
-    nbf = token.not_before.timestamp() if token.not_before is not None else None
+    exp, iat, nbf = epoch(token.expires_at), epoch(token.issued_at), epoch(token.not_before)
     if reply is None:
         anchor, wall = now if now is not None else (time.monotonic(), time.time())
         server_now, skew = wall, None

@@ -19,7 +19,7 @@ from ._credentials import fingerprint
 from ._errors import InvalidResponseError
 from ._http import Reply
 
-__all__ = ["Token", "decode_answer", "decode_jwt"]
+__all__ = ["Token", "decode_answer", "decode_jwt", "epoch"]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -80,6 +80,11 @@ class Token:
         return f"Token(fingerprint={self.fingerprint!r}, expires_at={exp!r})"
 
     __str__ = __repr__
+
+
+def epoch(moment: dt.datetime | None) -> float | None:
+    """A claim's time as seconds since the epoch (None stays None)."""
+    return moment.timestamp() if moment is not None else None
 
 
 def _is_number(value: object) -> bool:
