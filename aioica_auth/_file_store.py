@@ -149,14 +149,21 @@ class FileTokenStore:
         return fd
 
     def _read(self, path: Path) -> bytes | None:
+        raw = self._head(path, len(_HEADER) + 32 + MAX_ENTRY + 1)
+        if raw is None:
+            return None
+        _, _, body = _split(raw)
+        return body
+
+    def _head(self, path: Path, size: int, *, line: bool = False) -> bytes | None:
+        """Up to `size` bytes from the start of `path` (its first line only, with `line`),
+        or None when there is no such file."""
         try:
             fd = self._open(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
         with os.fdopen(fd, "rb") as file:
-            raw = file.read(len(_HEADER) + 32 + MAX_ENTRY + 1)
-        _, _, body = _split(raw)
-        return body
+            return file.readline(size) if line else file.read(size)
 
     def _publish(self, key: str, entry: bytes, expires_at: float) -> bool:
         lock = self._open(self._path(key, ".publish"))
@@ -183,12 +190,9 @@ class FileTokenStore:
             os.close(lock)
 
     def _stored_expiry(self, path: Path) -> float | None:
-        try:
-            fd = self._open(path, os.O_RDONLY)
-        except FileNotFoundError:
+        first = self._head(path, len(_HEADER) + 64, line=True)
+        if first is None:
             return None
-        with os.fdopen(fd, "rb") as file:
-            first = file.readline(len(_HEADER) + 64)
         ok, expiry, _ = _split(first)
         return expiry if ok else None  # a damaged entry is replaced
 
