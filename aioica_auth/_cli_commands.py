@@ -148,11 +148,6 @@ def _left(token: Token) -> float | None:
     return (token.expires_at - dt.datetime.now(dt.UTC)).total_seconds()
 
 
-def _short(token: Token, min_validity: float | None) -> bool:
-    left = _left(token)
-    return min_validity is not None and left is not None and left < min_validity
-
-
 async def _from_manager(
     found: DiscoveredCredentials,
     args: argparse.Namespace,
