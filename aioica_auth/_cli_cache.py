@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Awaitable, Mapping
-from pathlib import Path
 from typing import TypeVar
 
 from ._cli_parser import PROG
@@ -27,15 +26,9 @@ from ._discovery import DiscoveredCredentials
 from ._file_store import FileTokenStore, default_directory
 from ._store import TokenStoreError
 
-__all__ = ["CliCache", "cache_directory", "cacheable", "open_cache"]
+__all__ = ["CliCache", "cacheable", "open_cache"]
 
 _T = TypeVar("_T")
-
-
-def cache_directory(env: Mapping[str, str]) -> Path:
-    """`$XDG_CACHE_HOME/aioica_auth`, or `~/.cache/aioica_auth`, read from the command's
-    environment `env`."""
-    return default_directory(env)
 
 
 def _warn(message: str) -> None:
@@ -109,7 +102,7 @@ def open_cache(
     cannot share, or when the cache directory is refused (said in one warning line)."""
     if getattr(args, "no_cache", True) or not cacheable(found):
         return None
-    directory = cache_directory(env)
+    directory = default_directory(env)  # from the command's environment
     try:
         store = FileTokenStore(directory)
     except (TokenStoreError, RuntimeError) as exc:  # RuntimeError: no POSIX locks (Windows)

@@ -16,7 +16,8 @@ import pytest
 
 from aioica_auth import ApiKey, ConsoleTokenApi, FileTokenStore, Token
 from aioica_auth._cli import main
-from aioica_auth._cli_cache import CliCache, cache_directory
+from aioica_auth._cli_cache import CliCache
+from aioica_auth._file_store import default_directory
 from aioica_auth.testing import LocalIcaServer
 
 from .support import run_cli
@@ -391,11 +392,11 @@ def test_cache_directory_from_the_environment(tmp_path: Path) -> None:
     """XDG_CACHE_HOME when absolute, else HOME/.cache (a relative XDG_CACHE_HOME is ignored,
     as the XDG spec says)."""
     xdg = str(tmp_path / "xdg")
-    assert cache_directory({"XDG_CACHE_HOME": xdg}) == Path(xdg) / "aioica_auth"
+    assert default_directory({"XDG_CACHE_HOME": xdg}) == Path(xdg) / "aioica_auth"
     home = str(tmp_path / "home")
     expected = Path(home) / ".cache" / "aioica_auth"
-    assert cache_directory({"XDG_CACHE_HOME": "rel", "HOME": home}) == expected
-    assert cache_directory({}) == Path.home() / ".cache" / "aioica_auth"
+    assert default_directory({"XDG_CACHE_HOME": "rel", "HOME": home}) == expected
+    assert default_directory({}) == Path.home() / ".cache" / "aioica_auth"
 
 
 class _Failing:
