@@ -38,6 +38,12 @@ if requested_loop() == "uvloop":
         return {"uvloop": uvloop.new_event_loop}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `slow` run first (a stable sort: the rest keep their order), so pytest-xdist
+    starts the long ones while the short ones fill the other workers, and none starts last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 class _Response(aiohttp.ClientResponse):
     """aioresponses 0.7.9 builds responses without `stream_writer`, which aiohttp 3.14 needs."""
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
+import itertools
 import json
 import os
 import re
@@ -116,12 +118,32 @@ def server_tls(cert_and_key: tuple[Path, Path]) -> ssl.SSLContext:
     return context
 
 
+#: Ports free_port() picks from: below Linux's ephemeral range (32768 and up), so the kernel
+#: never hands one to another socket's bind(0) or outgoing connection while a test holds it
+#: unbound (a Redis restarted on its port), split in one block per pytest-xdist worker.
+PORT_BASE, PORT_BLOCK, PORT_BLOCKS = 20000, 600, 20
+_ports_given = itertools.count()  # per process: each xdist worker has its own
+
+
+def _worker_index() -> int:
+    """This pytest-xdist worker's number (gw3: 3), 0 without xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker.removeprefix("gw") or 0) % PORT_BLOCKS
+
+
 def free_port() -> int:
-    """A loopback port nothing listens on (bound, then closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    """A loopback port nothing listens on now, of this xdist worker's block: parallel workers
+    never share one, and one worker takes its ports in turn (bound to check, then closed)."""
+    first = PORT_BASE + _worker_index() * PORT_BLOCK
+    for _ in range(PORT_BLOCK):
+        port = first + next(_ports_given) % PORT_BLOCK
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # another program's: try the next
+        return port
+    raise RuntimeError(f"no free loopback port in {first}..{first + PORT_BLOCK - 1}")
 
 
 class FailingResolver(aiohttp.abc.AbstractResolver):
@@ -179,3 +201,25 @@ def calls_until_refused(
         accepted += 1
         time.sleep(0.02)
     return accepted, None
+
+
+class LazyModule:
+    """A module imported on its first attribute read, not when the test module is.
+
+    Every xdist worker collects every test module; libica's generated clients take about 2 s
+    of CPU to import, so the modules that use them import them lazily, and only the worker that
+    runs those tests pays (the tests share an ``xdist_group``).
+    """
+
+    def __init__(self, name: str) -> None:
+        object.__setattr__(self, "_lazy_name", name)
+
+    def __setattr__(self, attribute: str, value: object) -> None:
+        # Setting through the proxy would change the proxy, not the module: say so.
+        raise AttributeError(f"set {attribute} on the module {self._lazy_name}, not its proxy")
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(importlib.import_module(self._lazy_name), attribute)
+
+    def __repr__(self) -> str:
+        return f"LazyModule({self._lazy_name!r})"

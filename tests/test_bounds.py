@@ -252,6 +252,7 @@ async def test_token_expired_on_arrival_is_backed_off_not_looped(shape: str) -> 
 # -- 6, 11: resources that refuse -------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(40)
 async def test_resource_clock_lag_beyond_a_quarter_lifetime_costs_no_401_and_no_remint(
     servers: Any,
@@ -408,6 +409,7 @@ async def test_waiters_that_time_out_leave_nothing_behind(servers: Any) -> None:
 # -- the defaults ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(40)
 async def test_defaults_fail_within_15_s_naming_the_cause(
     servers: Any, self_signed: tuple[Path, Path]

@@ -827,6 +827,7 @@ async def test_run_demo_small() -> None:
     assert result.latency_p50 < 0.001
 
 
+@pytest.mark.slow
 async def test_run_demo_rides_out_faults() -> None:
     """With 5xx and 429 on the token endpoint (seeded), still zero 401s reach the tasks."""
     result = await run_demo(tasks=20, duration=3.0, lifetime=1.0, latency=0.01, faults=True, seed=3)
@@ -880,6 +881,7 @@ def test_cli_unknown_command() -> None:
     one_line_error(proc.stderr)
 
 
+@pytest.mark.slow
 def test_cli_decode_stdin_and_argument() -> None:
     """`decode` from stdin (`-`) and as an argument: claims and human expiry, exit 0."""
     jwt_ = make_jwt(lifetime=86400)
@@ -896,6 +898,7 @@ def test_cli_decode_malformed() -> None:
     assert "not a JWT" in one_line_error(proc.stderr)
 
 
+@pytest.mark.slow
 def test_cli_token_usage_errors() -> None:
     """Missing env, key and username both set, and a secret as an argument: exit 2."""
     missing = run("token")
@@ -1018,6 +1021,7 @@ async def test_cli_serve_port_in_use() -> None:
     assert "already in use" in one_line_error(err)
 
 
+@pytest.mark.slow
 def test_cli_demo_tiny() -> None:
     """A tiny `demo` exits 0 with a summary showing zero 401s and a token timeline."""
     proc = run("demo", "--tasks", "20", "--duration", "2", "--lifetime", "1")
@@ -1029,6 +1033,7 @@ def test_cli_demo_tiny() -> None:
     assert proc.stderr == ""
 
 
+@pytest.mark.slow
 def test_cli_demo_faults_json() -> None:
     """`demo --faults --json`: parseable JSON, faults answered, still zero 401s."""
     proc = run(

@@ -121,6 +121,7 @@ def test_help_tells_of_the_cache(argv: list[str], capsys: pytest.CaptureFixture[
         assert needle in out, needle
 
 
+@pytest.mark.slow
 async def test_twenty_header_calls_mint_once(server: LocalIcaServer, env: dict[str, str]) -> None:
     """Twenty `token --header` runs in a loop cause one mint and print the same token."""
     tokens = set()
@@ -132,6 +133,7 @@ async def test_twenty_header_calls_mint_once(server: LocalIcaServer, env: dict[s
     assert server.counts["ica.create"] == 1
 
 
+@pytest.mark.slow
 async def test_no_cache_mints_every_time(
     server: LocalIcaServer, env: dict[str, str], cache: Path
 ) -> None:

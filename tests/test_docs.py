@@ -57,6 +57,7 @@ def test_readme_has_runnable_blocks() -> None:
     assert len(README_BLOCKS) >= 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "code", README_BLOCKS, ids=[f"block{i}" for i in range(len(README_BLOCKS))]
 )
@@ -77,6 +78,7 @@ async def test_example_runs(server: LocalIcaServer, script: Path) -> None:
     assert out.strip()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tests", EXAMPLE_TESTS, ids=[p.name for p in EXAMPLE_TESTS])
 async def test_example_test_suite_passes(tests: Path) -> None:
     """The README's "testing your own code" example is a real pytest file, and it passes."""

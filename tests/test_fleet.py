@@ -64,6 +64,7 @@ def assert_clean(caplog: pytest.LogCaptureFixture, srv: LocalIcaServer) -> None:
     assert find_secret(caplog.text, [srv.api_key]) is None
 
 
+@pytest.mark.slow
 async def test_a_fleet_of_managers_makes_one_request_per_refresh(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -166,6 +167,7 @@ async def test_a_bad_entry_is_ignored_with_a_warning_and_never_adopted(
     assert_clean(caplog, srv)
 
 
+@pytest.mark.slow
 async def test_a_token_a_resource_refused_is_not_adopted_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -236,6 +238,7 @@ class FlakyStore:
         return None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["raise", "hang"])
 async def test_a_failing_store_costs_no_request_and_is_warned_about_once(
     mode: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -263,6 +266,7 @@ async def test_a_failing_store_costs_no_request_and_is_warned_about_once(
     assert_clean(caplog, srv)
 
 
+@pytest.mark.slow
 async def test_a_lease_held_with_nothing_published_is_waited_out_then_minted_alone(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -380,6 +384,7 @@ class BusyStore:
         return None
 
 
+@pytest.mark.slow
 async def test_a_store_that_never_waits_cannot_make_the_manager_spin(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -414,6 +419,7 @@ class PatientStore(FlakyStore):
         await asyncio.sleep(within)
 
 
+@pytest.mark.slow
 async def test_a_wait_that_takes_its_whole_time_is_not_taken_for_a_hung_store(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -22,6 +22,7 @@ from aioica_auth.testing import LocalIcaServer
 
 from .support import find_secret, wait_until
 
+pytestmark = pytest.mark.slow  # real processes and seconds of real time
 ROOT = Path(__file__).resolve().parent.parent
 
 

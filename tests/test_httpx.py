@@ -29,6 +29,7 @@ def bearers(server: LocalIcaServer, endpoint: str = "resource") -> list[str | No
 LIMITS = {"default pool": httpx.Limits(), "5 connections": httpx.Limits(max_connections=5)}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("limits", LIMITS.values(), ids=LIMITS.keys())
 async def test_storm_over_three_lifetimes_with_lag_and_revocations(

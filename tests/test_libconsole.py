@@ -2,8 +2,9 @@
 `libconsole` (the last libica release that ships it) against `LocalIcaServer`.
 
 libica 2.5.0 cannot share an environment with the libica 3.3 of our test extras, so the suite
-makes a side virtual environment for it, with this interpreter (`sys.executable -m venv`), under
-`.cache/` (ignored by git), keyed by the libica and Python versions and reused by later runs.
+makes a side virtual environment for it, with this interpreter (`sys.executable -m venv`), in
+the user's cache directory (`~/.cache/aioica_auth-tests`, never inside the checkout), keyed by
+the libica and Python versions and reused by later runs.
 `tests/libconsole_driver.py` runs there: it drives every console endpoint, each of the nine
 `create_token` parameters (`True` and `False` included) and each credential, parses every answer
 with libconsole's own models, and reports what it got as JSON. These tests check that report.
@@ -29,11 +30,15 @@ import pytest
 from aioica_auth.testing import LocalIcaServer
 
 LIBICA = "2.5.0"
-ROOT = Path(__file__).resolve().parent.parent
 DRIVER = Path(__file__).with_name("libconsole_driver.py")
-VENV = (
-    ROOT / ".cache" / f"libconsole-venv-libica{LIBICA}-py{sys.version_info[0]}{sys.version_info[1]}"
+#: The side venv lives in the user's cache, outside the checkout: built once, reused by every
+#: later run and clone ($AIOICA_TEST_CACHE, else $XDG_CACHE_HOME/aioica_auth-tests, else
+#: ~/.cache/aioica_auth-tests).
+CACHE = Path(
+    os.environ.get("AIOICA_TEST_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aioica_auth-tests"
 )
+VENV = CACHE / f"libconsole-venv-libica{LIBICA}-py{sys.version_info[0]}{sys.version_info[1]}"
 READY = "aioica-auth-ready"  # written last: a venv without it is half-built
 NETWORK_ERRORS = re.compile(
     r"Failed to establish a new connection|Temporary failure in name resolution|Name or "
@@ -44,7 +49,7 @@ TWO_TENANTS = ("test-tenant", "beta")
 SCOPES = ["GDS.FILES.READ", "BSSH.RUNS.READ"]
 # The side venv's first build downloads libica 2.5.0 and its dependencies (~15 s on a warm
 # pip cache); later runs reuse it and take about a second.
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 JWT = {"status": 201, "model": "TokenResponse", "token_type": "Bearer", "kind": "jwt"}
 PS = {"status": 201, "model": "TokenResponse", "token_type": "psToken", "kind": "ps"}

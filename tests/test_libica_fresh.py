@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
+import importlib.util
 import threading
 import time
 from collections.abc import Callable
@@ -30,21 +32,32 @@ import pytest
 from aioica_auth import ApiKey, SyncTokenManager, Token, TokenManager, TokenUnavailableError
 from aioica_auth.testing import LocalIcaServer
 
-from .support import calls_until_refused, wait_until
+from .support import LazyModule, calls_until_refused, wait_until
 
-pytest.importorskip("libica.openapi.v2")
-pytest.importorskip("libica.openapi.v3")
-from libica.openapi import v2, v3
-from libica.openapi.v2.api.project_analysis_api import ProjectAnalysisApi as AnalysisApiV2
-from libica.openapi.v3.api.project_analysis_api import ProjectAnalysisApi as AnalysisApiV3
+if importlib.util.find_spec("libica.openapi.v3") is None:  # pragma: no cover
+    pytest.skip("libica is not installed (the test extra installs it)", allow_module_level=True)
+pytestmark = pytest.mark.xdist_group("libica")  # one worker imports libica, once
 
 LIFETIME = 2.5  # seconds: the manager renews at L/2, with L/10 + L/20 in hand when it must wait
 LIFETIMES = 3.3  # how many lifetimes each run lasts, at least
 DEADLINE = 40.0  # seconds a run may take before the test gives up on it
 THREADS = 2  # per client
 
-#: Per generated client: its package and the API class of a route every client has.
-CLIENTS: dict[str, tuple[Any, Any]] = {"v2": (v2, AnalysisApiV2), "v3": (v3, AnalysisApiV3)}
+#: Per generated client: its package and the module of a route's API class every client has
+#: (libica's modules are imported on first use: LazyModule).
+CLIENTS: dict[str, tuple[Any, Any]] = {
+    name: (
+        LazyModule(f"libica.openapi.{name}"),
+        LazyModule(f"libica.openapi.{name}.api.project_analysis_api"),
+    )
+    for name in ("v2", "v3")
+}
+
+
+def client_classes(client: str) -> tuple[Any, Any]:
+    """One generated client's package and its `ProjectAnalysisApi` class."""
+    package, api_module = CLIENTS[client]
+    return package, api_module.ProjectAnalysisApi
 
 
 def fresh_configuration(base: type) -> type:
@@ -72,7 +85,10 @@ def fresh_configuration(base: type) -> type:
     return FreshConfiguration
 
 
-FRESH = {name: fresh_configuration(package.Configuration) for name, (package, _) in CLIENTS.items()}
+@functools.cache
+def fresh_class(client: str) -> type:
+    """`FreshConfiguration` over `client`'s `Configuration` (made once, on first use)."""
+    return fresh_configuration(CLIENTS[client][0].Configuration)
 
 
 class Tally:
@@ -87,7 +103,7 @@ class Tally:
 
 def drive(client: str, configuration: Any, stop: threading.Event, tally: Tally) -> None:
     """Call a protected route with `client` until `stop`, counting the answers."""
-    package, api_class = CLIENTS[client]
+    package, api_class = client_classes(client)
     try:
         with package.ApiClient(configuration) as api_client:
             api = api_class(api_client)
@@ -174,6 +190,7 @@ def assert_fresh_all_along(server: LocalIcaServer, figures: dict[str, Any]) -> N
     assert figures["mints"] >= figures["elapsed"] / LIFETIME, figures
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 async def test_sync_recipe_keeps_v2_and_v3_fresh(servers: Callable[..., Any]) -> None:
     """FreshConfiguration over a SyncTokenManager: v2 and v3 clients in four threads, more
@@ -182,7 +199,7 @@ async def test_sync_recipe_keeps_v2_and_v3_fresh(servers: Callable[..., Any]) ->
     manager = SyncTokenManager.for_ica(ApiKey(server.api_key), base_url=server.ica_base_url)
     try:
         configurations = {
-            client: FRESH[client](manager, host=server.ica_base_url) for client in CLIENTS
+            client: fresh_class(client)(manager, host=server.ica_base_url) for client in CLIENTS
         }
         figures = await run_clients(server, configurations)
     finally:
@@ -190,6 +207,7 @@ async def test_sync_recipe_keeps_v2_and_v3_fresh(servers: Callable[..., Any]) ->
     assert_fresh_all_along(server, figures)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 async def test_async_on_token_recipe_keeps_v2_and_v3_fresh(servers: Callable[..., Any]) -> None:
     """A TokenManager on the loop whose on_token sets configuration.access_token, libica in
@@ -224,7 +242,7 @@ async def test_control_a_token_read_once_gets_a_401(
     """The control: a Configuration given one token (libica's own examples) is accepted
     until that token expires, then the same route answers 401."""
     server = await servers(lifetime=1.0)
-    package, api_class = CLIENTS[client]
+    package, api_class = client_classes(client)
     with SyncTokenManager.for_ica(ApiKey(server.api_key), base_url=server.ica_base_url) as m:
         token = await asyncio.to_thread(m.token)
         await asyncio.to_thread(m.close)
@@ -260,7 +278,7 @@ async def test_fresh_configuration_reads_the_manager_per_request(
     server = await servers(lifetime=1.0)
     manager = SyncTokenManager.for_ica(ApiKey(server.api_key), base_url=server.ica_base_url)
     try:
-        configuration = FRESH[client](manager, host=server.ica_base_url)
+        configuration = fresh_class(client)(manager, host=server.ica_base_url)
         first = await asyncio.to_thread(lambda: configuration.access_token)
         assert first == (await asyncio.to_thread(manager.token)).value
         settings = await asyncio.to_thread(configuration.auth_settings)
@@ -292,11 +310,11 @@ async def test_fresh_configuration_without_a_valid_token_sends_nothing(
     manager = SyncTokenManager.for_ica(
         ApiKey(server.api_key), base_url=server.ica_base_url, acquire_timeout=1.0
     )
-    package, api_class = CLIENTS["v3"]
+    package, api_class = client_classes("v3")
 
     def until_unavailable() -> tuple[int, BaseException | None]:
         accepted = 0
-        configuration = FRESH["v3"](manager, host=server.ica_base_url)
+        configuration = fresh_class("v3")(manager, host=server.ica_base_url)
         with package.ApiClient(configuration) as api_client:
             api = api_class(api_client)
             deadline = time.monotonic() + 15

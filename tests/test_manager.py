@@ -184,6 +184,7 @@ async def test_console_pstoken_session_over_is_a_clear_error(servers: Any) -> No
 # -- concurrency --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_storm_of_10000_callers_causes_one_request(servers: Any) -> None:
     """10,000 concurrent headers() on an empty manager: one token request, one header."""
     srv = await servers(latency=0.1)
@@ -238,6 +239,7 @@ async def test_min_validity_forces_a_refresh_first(servers: Any) -> None:
 # -- faults -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_outage_in_advisory_window_is_invisible_to_callers(servers: Any) -> None:
     """5xx and timeouts during the advisory window: callers keep the token; new one after."""
     srv = await servers(lifetime=4.0)
@@ -266,6 +268,7 @@ async def test_retry_after_is_honoured(servers: Any) -> None:
     assert srv.statuses[("ica.create", 429)] == 1
 
 
+@pytest.mark.slow
 async def test_expired_token_with_server_down_fails_in_bounded_time(servers: Any) -> None:
     """No valid token and a dead endpoint: TokenUnavailableError within acquire_timeout."""
     srv = await servers(lifetime=1.0)
@@ -299,6 +302,7 @@ async def test_connection_drops_are_retried(servers: Any) -> None:
     assert srv.counts["ica.create"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offset", [600.0, -600.0])
 async def test_server_clock_ten_minutes_off_causes_no_401_storm(
     servers: Any, offset: float, caplog: pytest.LogCaptureFixture

@@ -35,6 +35,7 @@ def bearers(server: LocalIcaServer, endpoint: str = "resource") -> list[str | No
     return [r.headers.get("Authorization") for r in server.requests if r.endpoint == endpoint]
 
 
+@pytest.mark.slow
 async def test_proactive_refresh_keeps_200_tasks_free_of_401(servers: Any) -> None:
     """Lifetime 4 s, 200 tasks for ~9 s through the middleware: no 401 reaches a task, the
     header changes before expiry, no headers() call after the first waits on I/O, and the
@@ -218,6 +219,7 @@ async def test_requests_that_outwait_their_token_in_the_pool_are_resent(servers:
     assert m.stats.invalidations == 0  # stale sends are not refusals of the current token
 
 
+@pytest.mark.slow
 async def test_many_tasks_few_connections_no_401_reaches_a_task(servers: Any) -> None:
     """More tasks than connections, short tokens: no 401 reaches a task."""
     srv = await servers(lifetime=1.0)

@@ -359,6 +359,7 @@ def test_structure_any_json(body: Any, model: type[Any]) -> None:
     check_structure(body, model)
 
 
+@pytest.mark.slow
 @PROPS
 @given(st.sampled_from(list(MODELS)), st.data())
 def test_structure_model_keys_with_any_values(model: type[Any], data: st.DataObject) -> None:
@@ -588,6 +589,7 @@ retry_after_values = (
 )
 
 
+@pytest.mark.slow
 @PROPS
 @given(
     st.integers(min_value=400, max_value=599),
@@ -673,6 +675,7 @@ def jwts(draw: st.DrawFn) -> str:
     )
 
 
+@pytest.mark.slow
 @PROPS
 @given(
     st.lists(st.text(max_size=30) | st.just("Bearer ") | st.just("."), max_size=8),
@@ -863,6 +866,7 @@ def lax_json(value: Any, rnd: Any, escapes: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+@pytest.mark.slow
 @PROPS
 @given(
     st.lists(secrets_st, min_size=1, max_size=2, unique=True),

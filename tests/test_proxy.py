@@ -204,6 +204,7 @@ async def test_proxy_password_never_shown(monkeypatch: pytest.MonkeyPatch) -> No
         assert "pr0xy-pa55word" not in f"{exc!s} {exc!r}"
 
 
+@pytest.mark.slow
 async def test_cli_honours_proxy_variables(
     server: LocalIcaServer, proxy: RecordingProxy, tmp_path: Path
 ) -> None:

@@ -104,6 +104,7 @@ async def admin(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]
 # --- construction ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_import_needs_no_redis() -> None:
     """`import aioica_auth` works without redis-py; building the store names the extra."""
     code = (

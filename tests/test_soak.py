@@ -23,6 +23,7 @@ import pytest
 from aioica_auth import ApiKey, Token, TokenManager, TokenUnavailableError
 from aioica_auth.testing import LocalIcaServer
 
+pytestmark = pytest.mark.slow
 SOAK_SECONDS = float(os.environ.get("AIOICA_SOAK_SECONDS") or 12.0)
 TASKS = 1000
 LIFETIME = 3.0  # seconds from iat to exp of every token but the outage one (see below)

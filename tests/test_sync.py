@@ -30,6 +30,7 @@ async def in_thread(fn: Callable[[], _T]) -> _T:
     return await asyncio.get_running_loop().run_in_executor(None, fn)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 async def test_16_threads_share_one_token_stream(servers: Any) -> None:
     """16 threads x 2,000 headers() over three 1 s token lifetimes: every header is a bearer,

@@ -16,6 +16,7 @@ and says why.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import sys
 import threading
 import time
@@ -33,22 +34,24 @@ if sys.version_info < (3, 12):
         f"this is {sys.version_info.major}.{sys.version_info.minor}",
         allow_module_level=True,
     )
-pytest.importorskip(
-    "wrapica", reason="wrapica is not installed (the test extra installs it on Python >= 3.12)"
-)
-import wrapica.utils.configuration as wrapica_configuration
-from libica.openapi import v3
-from wrapica.project_analysis import get_analysis_usage
+if importlib.util.find_spec("wrapica") is None:  # pragma: no cover
+    pytest.skip(
+        "wrapica is not installed (the test extra installs it on Python >= 3.12)",
+        allow_module_level=True,
+    )
+from .support import LazyModule, calls_until_refused
+from .test_libica_fresh import fresh_class
 
-from .support import calls_until_refused
-from .test_libica_fresh import fresh_configuration
+pytestmark = pytest.mark.xdist_group("libica")  # one worker imports libica, once
+# wrapica and libica load on first use (LazyModule): every xdist worker collects this module.
+v3 = LazyModule("libica.openapi.v3")
+wrapica_configuration = LazyModule("wrapica.utils.configuration")
+wrapica_analysis = LazyModule("wrapica.project_analysis")
 
 LIFETIME = 2.5  # seconds, as in test_libica_fresh.py
 LIFETIMES = 3.3
 DEADLINE = 40.0
 THREADS = 2
-
-FreshConfiguration = fresh_configuration(v3.Configuration)
 
 
 @pytest.fixture
@@ -57,7 +60,7 @@ def wrapica_global(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], None]:
     monkeypatch.delenv("ICAV2_ACCESS_TOKEN", raising=False)
 
     def install(configuration: Any) -> None:
-        monkeypatch.setattr(wrapica_configuration, "ICAV2_CONFIGURATION", configuration)
+        monkeypatch.setattr("wrapica.utils.configuration.ICAV2_CONFIGURATION", configuration)
 
     install(None)
     return install
@@ -91,7 +94,7 @@ async def run_wrapica(server: LocalIcaServer) -> dict[str, Any]:
         try:
             while not stop.is_set():
                 try:
-                    get_analysis_usage(project_id="p", analysis_id="a")
+                    wrapica_analysis.get_analysis_usage(project_id="p", analysis_id="a")
                 except v3.ApiException as exc:
                     if exc.status != 401:
                         raise
@@ -138,7 +141,7 @@ async def test_sync_recipe_keeps_wrapica_fresh(
     server = await servers(lifetime=LIFETIME)
     manager = SyncTokenManager.for_ica(ApiKey(server.api_key), base_url=server.ica_base_url)
     try:
-        wrapica_global(FreshConfiguration(manager, host=server.ica_base_url))
+        wrapica_global(fresh_class("v3")(manager, host=server.ica_base_url))
         seen = await run_wrapica(server)
     finally:
         await asyncio.to_thread(manager.close)
@@ -184,7 +187,8 @@ async def test_control_wrapicas_own_way_gets_a_401(
 
     def until_refused() -> tuple[int, Exception | None]:
         return calls_until_refused(
-            lambda: get_analysis_usage(project_id="p", analysis_id="a"), v3.ApiException
+            lambda: wrapica_analysis.get_analysis_usage(project_id="p", analysis_id="a"),
+            v3.ApiException,
         )
 
     accepted, refusal = await asyncio.to_thread(until_refused)
