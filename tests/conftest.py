@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import subprocess
+import sys
 import types
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
@@ -17,9 +19,19 @@ import pytest
 from aiohttp import web
 from aioresponses import aioresponses
 
-from .support import find_secret, requested_loop
+from .support import find_secret, requested_loop, suite_cache
 
 pytest_plugins = ["aioica_auth.testing.pytest_plugin", "tests.redis_server"]
+
+# PYTHONDONTWRITEBYTECODE=1 makes every process of the suite compile and assert-rewrite its
+# modules from source: each pytest-xdist worker (3 s of CPU more to collect) and each of the
+# hundred child processes (the CLI, fleet workers, examples). Its aim is no __pycache__ in
+# source trees, so instead the bytecode goes to the suite's cache, outside the checkout, from
+# here on and in every process started after (the workers inherit the environment).
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+    os.environ["PYTHONPYCACHEPREFIX"] = str(suite_cache() / "pycache")
+    sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
+    sys.dont_write_bytecode = False
 
 
 # An unknown AIOICA_TEST_LOOP fails here, at conftest import: a typo must not quietly run the

@@ -36,6 +36,16 @@ LOOP_ENV = "AIOICA_TEST_LOOP"
 LOOPS = ("asyncio", "uvloop")
 
 
+def suite_cache() -> Path:
+    """The suite's cache outside the checkout, reused across runs and clones:
+    `$AIOICA_TEST_CACHE`, else `$XDG_CACHE_HOME/aioica_auth-tests`, else
+    `~/.cache/aioica_auth-tests` (the libconsole side venv, bytecode; see `conftest.py`)."""
+    given = os.environ.get("AIOICA_TEST_CACHE")
+    if given:
+        return Path(given)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aioica_auth-tests"
+
+
 def requested_loop() -> str:
     """The event loop the run asked for in `LOOP_ENV`: "asyncio" (the default) or "uvloop".
 

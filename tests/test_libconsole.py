@@ -29,16 +29,14 @@ import pytest
 
 from aioica_auth.testing import LocalIcaServer
 
+from .support import suite_cache
+
 LIBICA = "2.5.0"
 DRIVER = Path(__file__).with_name("libconsole_driver.py")
-#: The side venv lives in the user's cache, outside the checkout: built once, reused by every
-#: later run and clone ($AIOICA_TEST_CACHE, else $XDG_CACHE_HOME/aioica_auth-tests, else
-#: ~/.cache/aioica_auth-tests).
-CACHE = Path(
-    os.environ.get("AIOICA_TEST_CACHE")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aioica_auth-tests"
-)
-VENV = CACHE / f"libconsole-venv-libica{LIBICA}-py{sys.version_info[0]}{sys.version_info[1]}"
+#: The side venv lives in the suite's cache, outside the checkout: built once, reused by every
+#: later run and clone.
+PY = f"py{sys.version_info[0]}{sys.version_info[1]}"
+VENV = suite_cache() / f"libconsole-venv-libica{LIBICA}-{PY}"
 READY = "aioica-auth-ready"  # written last: a venv without it is half-built
 NETWORK_ERRORS = re.compile(
     r"Failed to establish a new connection|Temporary failure in name resolution|Name or "
