@@ -40,7 +40,7 @@ if importlib.util.find_spec("wrapica") is None:  # pragma: no cover
         allow_module_level=True,
     )
 from .support import LazyModule, calls_until_refused
-from .test_libica_fresh import fresh_class
+from .test_libica_fresh import PACE, fresh_class
 
 pytestmark = pytest.mark.xdist_group("libica")  # one worker imports libica, once
 # wrapica and libica load on first use (LazyModule): every xdist worker collects this module.
@@ -103,6 +103,7 @@ async def run_wrapica(server: LocalIcaServer) -> dict[str, Any]:
                 else:
                     with lock:
                         seen["ok"] += 1
+                stop.wait(PACE)
         except Exception as exc:  # reported by the test, not lost in a thread
             with lock:
                 seen["errors"].append(exc)
