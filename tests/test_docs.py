@@ -89,6 +89,8 @@ async def test_example_test_suite_passes(tests: Path) -> None:
         "-q",
         "-p",
         "no:cacheprovider",
+        "-n",  # in one process: the checkout's addopts would start xdist's workers for two tests
+        "0",
         str(tests),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
