@@ -287,7 +287,9 @@ async def run_demo(
                 elapsed = run.finish()
                 done = await _wind_down(workers, reporter, grace)
             crashed = _crashed(done)
-            stats = manager.stats
+        # Read once the manager is closed: a renewal that landed during the wind-down or the
+        # close is counted here as it is in the timeline (its on_token runs soon after).
+        stats = manager.stats
         srv.clear_faults()
         token_calls = _token_calls(srv)
         token_answers = _token_answers(srv)
