@@ -236,7 +236,8 @@ class TokenManager:
             client_id, domain, data, scopes, cwid, cid: Query options of every mint
                 (see `ConsoleTokenApi.create_token`).
             on_token: Called with each new `Token`, outside the refresh path.
-            store: As in `for_ica`; not for a `PsToken` (its session is one manager's).
+            store: As in `for_ica`; not for a `PsToken` (its session is one manager's), nor
+                with `revoke_on_close` (the stored token is every sharing manager's).
             **policy: Any `Policy` field, including `keepalive_interval` and
                 `revoke_on_close`.
 
@@ -244,6 +245,14 @@ class TokenManager:
             ValueError: a bad base URL, option or policy value. TypeError: an unknown keyword.
         """
         url = check_base_url(base_url)
+        rules = Policy.from_keywords(policy)
+        if rules.revoke_on_close and store is not None:
+            msg = (
+                "revoke_on_close cannot be used with a store: the stored token is shared by "
+                "every manager on the store, and revoking it when one of them closes (a deploy, "
+                "a scale-down) would make the others' requests fail with 401; drop one of the two"
+            )
+            raise ValueError(msg)
         options = MintOptions(client_id, domain, data, scopes, cwid, cid)
         factory = console_sources(credential, url, options)
         factory = shared_sources(
@@ -258,7 +267,7 @@ class TokenManager:
             factory,
             base_url=url,
             session=session,
-            policy=Policy.from_keywords(policy),
+            policy=rules,
             on_token=on_token,
         )
 

@@ -460,3 +460,40 @@ async def test_a_shared_token_short_of_min_validity_is_renewed_once_for_the_need
         assert token.expires_at.timestamp() - time.time() > 1100
         assert srv.counts["ica.create"] == 2
         assert "cannot be met" not in caplog.text
+
+
+@pytest.mark.parametrize("environment", [False, True], ids=["for_console", "from_environment"])
+async def test_revoke_on_close_with_a_store_is_refused(
+    tmp_path: Path, server: LocalIcaServer, environment: bool
+) -> None:
+    """A console manager that would revoke a shared token on close is refused, naming both
+    keywords and why: one worker's deploy or scale-down must not revoke the fleet's token.
+    Without the store, revoke_on_close still works (the manager's own token)."""
+    store = FileTokenStore(tmp_path)
+    if environment:
+        environ = {"ICAV2_X_API_KEY": server.api_key}
+
+        def build() -> TokenManager:
+            return TokenManager.from_environment(
+                console=True, environ=environ, home=tmp_path, base_url=server.base_url,
+                store=store, revoke_on_close=True,
+            )  # fmt: skip
+    else:
+
+        def build() -> TokenManager:
+            return TokenManager.for_console(
+                ApiKey(server.api_key), base_url=server.base_url, store=store,
+                revoke_on_close=True,
+            )  # fmt: skip
+
+    with pytest.raises(ValueError, match="revoke_on_close cannot be used with a store") as info:
+        build()
+    assert "401" in str(info.value)
+    assert server.api_key not in str(info.value)
+    assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []  # nothing stored
+    alone = TokenManager.for_console(
+        ApiKey(server.api_key), base_url=server.base_url, revoke_on_close=True
+    )
+    async with alone:
+        await alone.token()
+    assert server.counts["console.revoke"] == 1
