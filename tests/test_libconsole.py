@@ -47,7 +47,9 @@ TWO_TENANTS = ("test-tenant", "beta")
 SCOPES = ["GDS.FILES.READ", "BSSH.RUNS.READ"]
 # The side venv's first build downloads libica 2.5.0 and its dependencies (~15 s on a warm
 # pip cache); later runs reuse it and take about a second.
-pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+# One xdist worker runs them all: the venv fixture is per module and per worker, and eight
+# workers building it at once on a new machine cost 50 s each.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow, pytest.mark.xdist_group("libconsole")]
 
 JWT = {"status": 201, "model": "TokenResponse", "token_type": "Bearer", "kind": "jwt"}
 PS = {"status": 201, "model": "TokenResponse", "token_type": "psToken", "kind": "ps"}

@@ -143,14 +143,19 @@ async def test_fault_matrix_soak(servers: Any, caplog: pytest.LogCaptureFixture)
         """Arm the one outage around the refresh of a freshly adopted token."""
         await asyncio.sleep(duration * 0.25)
         lifetime, start_after = _outage_plan(manager.policy)
-        srv.lifetime = lifetime
-        token = await next_token(lifetime)
-        srv.lifetime = LIFETIME
-        assert token.issued_at is not None
-        assert token.expires_at is not None
-        # Time since the server issued it, in the server's own clock (skew included).
-        age = srv.now() - token.issued_at.timestamp()
-        await asyncio.sleep(max(0.0, start_after - age))
+        while True:
+            srv.lifetime = lifetime
+            token = await next_token(lifetime)
+            srv.lifetime = LIFETIME
+            assert token.issued_at is not None
+            assert token.expires_at is not None
+            # Time since the server issued it, in the server's own clock (skew included).
+            age = srv.now() - token.issued_at.timestamp()
+            if age <= start_after:
+                break
+            # The loop (a busy machine) saw this token too late to arm the outage in time:
+            # an outage begun now would outlast the token, which is not the case under test.
+        await asyncio.sleep(start_after - age)
         fault = srv.outage("ica.create", status=503)
         started = srv.now()
         await asyncio.sleep(OUTAGE)
