@@ -50,9 +50,24 @@ if requested_loop() == "uvloop":
         return {"uvloop": uvloop.new_event_loop}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `slow` run first (a stable sort: the rest keep their order), so pytest-xdist
-    starts the long ones while the short ones fill the other workers, and none starts last."""
+    starts the long ones while the short ones fill the other workers, and none starts last.
+
+    Under `--dist loadgroup`, xdist has by now named each `xdist_group` test's group in its node
+    id (`...@libica`); a test without it would run on any worker (a version of pytest that
+    xdist cannot rename nodes in), so that is an error here, not a silent slowdown.
+    """
+    if config.getoption("loadgroup", default=False):
+        lost = [
+            i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid
+        ]
+        if lost:
+            raise pytest.UsageError(
+                f"--dist loadgroup is not in effect (pytest {pytest.__version__}, see the pin in "
+                f"pyproject.toml): {len(lost)} xdist_group tests have no group, such as {lost[0]}"
+            )
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
