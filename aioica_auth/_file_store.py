@@ -76,6 +76,7 @@ class FileTokenStore:
     Raises:
         TokenStoreError: the directory cannot be created, is not a directory, or is owned
             by another user or writable by others.
+        ValueError: an empty `directory` ("" is not taken for the current directory).
         RuntimeError: no POSIX file locks (Windows).
     """
 
@@ -83,6 +84,10 @@ class FileTokenStore:
         if sys.platform == "win32":  # pragma: no cover - CI is Linux
             msg = "FileTokenStore needs POSIX file locks (fcntl), which Windows lacks"
             raise RuntimeError(msg)
+        if directory is not None and not os.fspath(directory):
+            # Path("") is the current directory: almost never what an empty setting meant.
+            msg = "FileTokenStore(directory) is empty: pass a directory, or None for the default"
+            raise ValueError(msg)
         path = Path(directory) if directory is not None else default_directory()
         try:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -140,7 +145,10 @@ class FileTokenStore:
 
     def _open(self, path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
         _check(os.stat(self.directory), f"directory {self.directory}", directory=True)
-        fd = os.open(path, flags | _NOFOLLOW | os.O_CLOEXEC, 0o600)
+        # O_NONBLOCK: opening a FIFO (or a device) put where an entry belongs would otherwise
+        # block this thread for good, and asyncio.run() waits for it at exit. The fstat below
+        # refuses anything but a regular file, where O_NONBLOCK changes nothing.
+        fd = os.open(path, flags | _NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
         try:
             _check(os.fstat(fd), f"file {path.name}")
         except BaseException:

@@ -196,3 +196,83 @@ def test_the_default_directory_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # XDG: relative paths are invalid
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_directory() == tmp_path / "home" / ".cache" / "aioica_auth"
+
+
+@pytest.mark.parametrize("directory", ["", Path()], ids=["str", "Path()"])
+def test_an_empty_directory_is_refused_not_taken_for_the_current_one(
+    directory: str | Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FileTokenStore("") would have used the current directory: a ValueError says so. (Path()
+    is "." and stays the explicit current directory.)"""
+    monkeypatch.chdir(tmp_path)
+    if isinstance(directory, str):
+        with pytest.raises(ValueError, match="empty"):
+            FileTokenStore(directory)
+    else:
+        assert FileTokenStore(directory).directory == Path()
+
+
+@pytest.mark.parametrize("suffix", [".token", ".lock", ".publish"])
+async def test_a_fifo_in_place_of_a_store_file_is_refused_at_once(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A FIFO where an entry, its lease or its publish lock belongs: refused as not a regular
+    file, at once (the open blocked its thread for good, and asyncio.run's exit with it)."""
+    store = FileTokenStore(tmp_path)
+    os.mkfifo(tmp_path / (KEY + suffix), 0o600)
+    calls = {
+        ".token": lambda: store.read(KEY),
+        ".lock": lambda: store.acquire(KEY, 10.0),
+        ".publish": lambda: store.publish(KEY, b"{}", expires_at=1e10),
+    }
+    with pytest.raises(TokenStoreError, match="not a regular file"):
+        await asyncio.wait_for(calls[suffix](), 5.0)
+
+
+async def test_a_process_whose_entry_is_a_fifo_gets_its_token_and_exits(tmp_path: Path) -> None:
+    """A real process: FIFOs at its entry's paths; its manager renews alone (one warning) and
+    asyncio.run() returns, where it used to hang in a thread blocked in open()."""
+    from aioica_auth import ApiKey
+    from aioica_auth._http import check_base_url
+    from aioica_auth._store import store_key
+    from aioica_auth.testing import LocalIcaServer
+
+    script = textwrap.dedent(
+        """
+        import asyncio, os, sys
+        from aioica_auth import ApiKey, FileTokenStore, TokenManager
+
+        async def main():
+            manager = TokenManager.for_ica(
+                ApiKey(os.environ["KEY"]), base_url=sys.argv[1], store=FileTokenStore(sys.argv[2])
+            )
+            async with manager:
+                token = await manager.token()
+            print("token", token.fingerprint, manager.stats.mints)
+
+        asyncio.run(main())
+        """
+    )
+    async with LocalIcaServer() as server:
+        key = store_key(
+            "ica", str(check_base_url(server.ica_base_url)), ApiKey(server.api_key), ["tenant="]
+        )
+        for suffix in (".token", ".lock", ".publish"):
+            os.mkfifo(tmp_path / (key + suffix), 0o600)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, server.ica_base_url, str(tmp_path),
+            env={**os.environ, "KEY": server.api_key},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 30.0)
+        except TimeoutError:
+            proc.kill()
+            await proc.communicate()
+            raise
+        assert proc.returncode == 0, err.decode()
+        assert out.decode().startswith("token "), out
+        assert out.decode().split()[-1] == "1"  # one mint, alone
+        assert server.counts["ica.create"] == 1
+        assert b"not a regular file" in err  # the store's one warning names why
+        assert server.api_key.encode() not in out + err
