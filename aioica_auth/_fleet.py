@@ -9,7 +9,8 @@ It wraps the manager's own source and changes only `renew`:
    published), renew with the wrapped source, publish (fenced by the JWT's `exp`), release.
 3. Else another manager holds the lease: poll the store (`wait`) until its token appears or
    the lease is free, for at most the lease's time and one renewal (`patience`: a holder
-   that died loses the lease, and the next one renews); then renew alone.
+   that died loses the lease, and the next one renews), and never so long that a renewal of
+   its own would not fit in the callers' `acquire_timeout`; then renew alone.
 
 Every store call is bounded (`_OP_TIMEOUT`, at most `request_timeout`). A store that fails
 (down, slow, refusing, misconfigured) never costs a request: the manager renews on its own,
@@ -116,8 +117,13 @@ class SharedSource:
         renewal = 2 * policy.request_timeout + 1  # the wrapped source's own bound
         self.lease_ttl = renewal + 1
         # How long a waiter waits for a publication: a dead holder's lease runs out, then the
-        # next holder renews (so two waiters do not both give up as the lease lapses).
-        self.patience = self.lease_ttl + renewal
+        # next holder renews (so two waiters do not both give up as the lease lapses); but
+        # never so long that a renewal of its own (one request) would no longer fit in the
+        # callers' acquire_timeout: a store must not fail a call a lone manager would serve.
+        self.patience = min(
+            self.lease_ttl + renewal,
+            max(self.op_timeout, policy.acquire_timeout - policy.request_timeout),
+        )
         # Beyond the wrapped source's time: the wait, and the store calls around it.
         self.extra_budget = self.patience + 5 * self.op_timeout
         self.down = False  # the store failed lately: each renewal tries it again first

@@ -184,3 +184,39 @@ async def test_redis_stopped_mid_run_costs_nothing_and_sharing_resumes_after_res
         assert len(failed) == 1, r["warnings"]
         assert any("answers again" in w for w in r["warnings"]), r["warnings"]
         assert find_secret(r["stderr"] + json.dumps(r["warnings"]), [srv.api_key]) is None
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", STORES)
+async def test_a_holder_killed_mid_mint_never_fails_a_newcomer_with_the_defaults(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The default policy (request_timeout 10 s, acquire_timeout 15 s): holder A takes the
+    lease and sends its mint (3 s of latency), is killed with -9; the endpoint is healthy
+    again; a newcomer B's first token() is served within its acquire_timeout, by one mint of
+    its own, where it used to fail after 15 s waiting out A's 22 s Redis lease."""
+    async with LocalIcaServer(latency=3.0) as srv:
+        spec = store_spec(kind, tmp_path, request)
+        now = time.time()
+        holder = await spawn(srv, spec, start=now, until=now + 60, request_timeout=10.0)
+        try:
+            await wait_until(lambda: srv.counts["ica.create"] >= 1, 30)  # holds the lease
+            os.kill(holder.pid, signal.SIGKILL)
+            await holder.communicate()
+            srv.latency = 0.0
+            now = time.time()
+            newcomer = await spawn(
+                srv, spec, start=now, until=now + 16.0, request_timeout=10.0, tasks=1, pause=0.5
+            )
+            result = await collect(newcomer)
+        finally:
+            if holder.returncode is None:
+                holder.kill()
+                await holder.communicate()
+        creates = srv.counts["ica.create"]
+    print(f"{kind}: newcomer's first token after {result['first_token']:.1f} s, {creates} mints")
+    assert result["first_token"] is not None
+    assert result["first_token"] < 15.0 - 3.0  # within acquire_timeout, with room to spare
+    assert set(result["statuses"]) == {"200"}, result["statuses"]
+    assert result["failures"] == 0
+    assert creates == 2  # the killed holder's, then the newcomer's one
