@@ -206,7 +206,7 @@ async def test_a_holder_killed_mid_mint_never_fails_a_newcomer_with_the_defaults
             srv.latency = 0.0
             now = time.time()
             newcomer = await spawn(
-                srv, spec, start=now, until=now + 16.0, request_timeout=10.0, tasks=1, pause=0.5
+                srv, spec, start=now, until=now + 12.0, request_timeout=10.0, tasks=1, pause=0.5
             )
             result = await collect(newcomer)
         finally:

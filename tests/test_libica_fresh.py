@@ -245,7 +245,8 @@ async def test_control_a_token_read_once_gets_a_401(
 ) -> None:
     """The control: a Configuration given one token (libica's own examples) is accepted
     until that token expires, then the same route answers 401."""
-    server = await servers(lifetime=1.0)
+    # 3 s: a busy machine may take a second between the token and the first call.
+    server = await servers(lifetime=3.0)
     package, api_class = client_classes(client)
     with SyncTokenManager.for_ica(ApiKey(server.api_key), base_url=server.ica_base_url) as m:
         token = await asyncio.to_thread(m.token)
@@ -279,7 +280,8 @@ async def test_fresh_configuration_reads_the_manager_per_request(
     """FreshConfiguration's access_token is the manager's current token at each read (a new
     one once the manager has renewed), setting one is refused, and a deep copy (libica v2's
     Configuration.set_default and get_default_copy make them) shares the one manager."""
-    server = await servers(lifetime=1.0)
+    # 3 s: a busy machine may take a second between the token and the first call.
+    server = await servers(lifetime=3.0)
     manager = SyncTokenManager.for_ica(ApiKey(server.api_key), base_url=server.ica_base_url)
     try:
         configuration = fresh_class(client)(manager, host=server.ica_base_url)
@@ -310,7 +312,8 @@ async def test_fresh_configuration_without_a_valid_token_sends_nothing(
     """When the manager cannot renew (the mint refused) and its token has expired, a libica
     call through FreshConfiguration raises TokenUnavailableError and sends no request: no
     401 from the resource, ever."""
-    server = await servers(lifetime=1.0)
+    # 3 s: a busy machine may take a second between the token and the first call.
+    server = await servers(lifetime=3.0)
     manager = SyncTokenManager.for_ica(
         ApiKey(server.api_key), base_url=server.ica_base_url, acquire_timeout=1.0
     )
