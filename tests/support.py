@@ -26,6 +26,11 @@ from typing import Any
 import aiohttp
 import aiohttp.abc
 
+from aioica_auth import ApiKey
+from aioica_auth._http import check_base_url
+from aioica_auth._store import store_key
+from aioica_auth.testing import LocalIcaServer
+
 # What a leaked secret of the local server looks like: a JWT, its API keys, its psTokens.
 SECRET_SHAPES = re.compile(
     r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|test-apikey-[0-9a-f]{8}|ps\.[A-Za-z0-9_-]{20}"
@@ -139,6 +144,12 @@ def _worker_index() -> int:
     """This pytest-xdist worker's number (gw3: 3), 0 without xdist."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     return int(worker.removeprefix("gw") or 0) % PORT_BLOCKS
+
+
+def key_of(server: LocalIcaServer, tenant: str | None = None) -> str:
+    """The store key of an ICA manager for `server`'s API key (and `tenant`)."""
+    url = str(check_base_url(server.ica_base_url))
+    return store_key("ica", url, ApiKey(server.api_key), [f"tenant={tenant or ''}"])
 
 
 def free_port() -> int:

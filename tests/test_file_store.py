@@ -14,6 +14,9 @@ import pytest
 
 from aioica_auth import FileTokenStore, TokenStore, TokenStoreError
 from aioica_auth._file_store import default_directory
+from aioica_auth.testing import LocalIcaServer
+
+from .support import key_of
 
 KEY = "ab" * 32
 
@@ -232,11 +235,6 @@ async def test_a_fifo_in_place_of_a_store_file_is_refused_at_once(
 async def test_a_process_whose_entry_is_a_fifo_gets_its_token_and_exits(tmp_path: Path) -> None:
     """A real process: FIFOs at its entry's paths; its manager renews alone (one warning) and
     asyncio.run() returns, where it used to hang in a thread blocked in open()."""
-    from aioica_auth import ApiKey
-    from aioica_auth._http import check_base_url
-    from aioica_auth._store import store_key
-    from aioica_auth.testing import LocalIcaServer
-
     script = textwrap.dedent(
         """
         import asyncio, os, sys
@@ -254,9 +252,7 @@ async def test_a_process_whose_entry_is_a_fifo_gets_its_token_and_exits(tmp_path
         """
     )
     async with LocalIcaServer() as server:
-        key = store_key(
-            "ica", str(check_base_url(server.ica_base_url)), ApiKey(server.api_key), ["tenant="]
-        )
+        key = key_of(server)
         for suffix in (".token", ".lock", ".publish"):
             os.mkfifo(tmp_path / (key + suffix), 0o600)
         proc = await asyncio.create_subprocess_exec(

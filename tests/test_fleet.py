@@ -28,19 +28,13 @@ from aioica_auth import (
     TokenManager,
     TokenStore,
 )
-from aioica_auth._http import check_base_url
 from aioica_auth._store import StoreEntry, decode_entry, encode_entry, store_key
 from aioica_auth._token import Token
 from aioica_auth.testing import LocalIcaServer
 
-from .support import find_secret, unsigned_jwt, wait_until
+from .support import find_secret, key_of, unsigned_jwt, wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def key_of(srv: LocalIcaServer, tenant: str | None = None) -> str:
-    url = str(check_base_url(srv.ica_base_url))
-    return store_key("ica", url, ApiKey(srv.api_key), [f"tenant={tenant or ''}"])
 
 
 def manager(srv: LocalIcaServer, store: object, **policy: Any) -> TokenManager:
