@@ -120,17 +120,24 @@ class Backoff:
 
 
 def unavailable(
-    cause: IcaError | None, acquire_timeout: float, *, in_flight: bool = False
+    cause: IcaError | None,
+    acquire_timeout: float,
+    *,
+    in_flight: bool = False,
+    waiting_for: str | None = None,
 ) -> TokenUnavailableError:
     """The error for a caller left without a valid token, saying why (raise it from `cause`).
 
     Args:
         cause: The last failure, if any.
         acquire_timeout: The caller's bound, for the message.
-        in_flight: The bound passed with a token request still under way.
+        in_flight: The bound passed with a renewal still under way.
+        waiting_for: What that renewal was waiting for, when not its own token request
+            (another process's renewal, through a fleet store).
     """
     if in_flight:
-        why = f"the token request was still under way after acquire_timeout={acquire_timeout:g} s"
+        pending = f"waiting for {waiting_for}" if waiting_for else "the token request was"
+        why = f"{pending} still under way after acquire_timeout={acquire_timeout:g} s"
         if cause is not None:
             why += f"; the attempt before it failed: {cause}"
     elif isinstance(cause, RateLimitError) and cause.retry_after is not None:

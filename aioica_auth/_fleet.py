@@ -7,10 +7,24 @@ It wraps the manager's own source and changes only `renew`:
    resource refused, and still before its refresh point.
 2. Else take the store's renewal lease, read once more (another holder may just have
    published), renew with the wrapped source, publish (fenced by the JWT's `exp`), release.
-3. Else another manager holds the lease: poll the store (`wait`) until its token appears or
-   the lease is free, for at most the lease's time and one renewal (`patience`: a holder
+3. Else another manager holds the lease: wait on the store (`wait`) until its token appears
+   or the lease is free, for at most the lease's time and one renewal (`patience`: a holder
    that died loses the lease, and the next one renews), and never so long that a renewal of
    its own would not fit in the callers' `acquire_timeout`; then renew alone.
+
+The fleet honours the server's `Retry-After` as one: a manager answered 429 (or a 5xx) with
+`Retry-After: N` publishes a *hold* (`_store.Hold`) before it lets go of the lease, and any
+manager about to ask the endpoint reads it first and, while it lasts, fails its renewal with
+the same status and the time left, which its backoff honours. So the fleet asks about once per
+N seconds in all, not once per manager.
+
+An adopted token is judged in the token server's time: with this manager's own reading of
+the server's clock (from a token it fetched itself) when it has one; else with the
+publisher's reading, raised to the least this host's offset can be (the server's clock had
+reached each entry's publication when we read it). A host whose clock is behind so ages an
+adopted token by at least the time since its publication; only a newcomer's first adoption,
+before any reading, can take a token for younger than it is, by the time since it was
+published at most.
 
 Every store call is bounded (`_OP_TIMEOUT`, at most `request_timeout`). A store that fails
 (down, slow, refusing, misconfigured) never costs a request: the manager renews on its own,
@@ -23,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Iterable
 from typing import TypeVar
@@ -30,16 +45,22 @@ from typing import TypeVar
 import aiohttp
 
 from ._credentials import Credential, PsToken
+from ._errors import ApiError, error_class
 from ._http import Reply
 from ._lease import Clock, SystemClock
 from ._policy import Policy, plan
-from ._sources import Issued, SourceFactory, TokenSource
+from ._sources import Issued, SourceFactory, TokenSource, is_refusal
 from ._store import (
     BadEntryError,
+    Hold,
+    StoreEntry,
     TokenStore,
     TokenStoreError,
     decode_entry,
+    decode_hold,
     encode_entry,
+    encode_hold,
+    hold_key,
     store_key,
 )
 from ._token import Token, epoch
@@ -50,6 +71,7 @@ logger = logging.getLogger("aioica_auth")
 
 _OP_TIMEOUT = 5.0  # seconds: the longest one store call may take (and at most request_timeout)
 _MIN_POLL = 0.01  # seconds: the shortest pass of the waiting loop, whatever `wait` does
+WAITING_FOR_LEASE = "another process's renewal (store lease)"
 _T = TypeVar("_T")
 
 
@@ -111,6 +133,7 @@ class SharedSource:
         self.inner = inner
         self.store = store
         self.key = key
+        self.hold_key = hold_key(key)
         self.policy = policy
         self.clock: Clock = clock or SystemClock()
         self.op_timeout = min(policy.request_timeout, _OP_TIMEOUT)
@@ -127,6 +150,11 @@ class SharedSource:
         # Beyond the wrapped source's time: the wait, and the store calls around it.
         self.extra_budget = self.patience + 5 * self.op_timeout
         self.down = False  # the store failed lately: each renewal tries it again first
+        self.offset: float | None = None  # our reading of the server's clock minus ours
+        # ... and, without one, the least it can be: the server's clock read at least an
+        # entry's publication time (in the publisher's reading of it) when we read the entry.
+        self.offset_floor = -math.inf
+        self.waiting_for: str | None = None  # set while waiting on another's lease
         self._refused: deque[str] = deque(maxlen=4)  # tokens a resource refused
         self._reported: deque[bytes] = deque(maxlen=8)  # digests of bad entries, warned once
 
@@ -170,12 +198,14 @@ class SharedSource:
                     "published: renewing on our own",
                     self.patience,
                 )
-                issued = await self.inner.renew(current)
-                await self._publish(issued)
-                return issued
+                return await self._mint(current)
             polled = clock.monotonic()
-            # Within half the call bound: a quiet wait must not look like a hung store.
-            await self._op(self.store.wait(self.key, min(left, self.op_timeout / 2)))
+            self.waiting_for = WAITING_FOR_LEASE
+            try:
+                # Within half the call bound: a quiet wait must not look like a hung store.
+                await self._op(self.store.wait(self.key, min(left, self.op_timeout / 2)))
+            finally:
+                self.waiting_for = None
             rest = _MIN_POLL - (clock.monotonic() - polled)
             if rest > 0:  # a store whose wait does not wait must not make this loop spin
                 await asyncio.sleep(rest)
@@ -185,14 +215,56 @@ class SharedSource:
             found = await self._adoptable(current)  # published between our read and our lease
             if found is not None:
                 return found
-            issued = await self.inner.renew(current)
-            await self._publish(issued)
-            return issued
+            return await self._mint(current)
         finally:
             try:
                 await self._op(self.store.release(self.key, handle))
             except TokenStoreError as exc:
                 self._store_failed(exc)  # the lease runs out by itself
+
+    async def _mint(self, current: Token | None) -> Issued:
+        """Renew with the wrapped source, unless the fleet is on hold; share the outcome:
+        the token, or the time the server asked the fleet to wait."""
+        await self._honour_hold()
+        try:
+            issued = await self.inner.renew(current)
+        except ApiError as exc:
+            if exc.retry_after is not None and not is_refusal(exc):
+                await self._publish_hold(exc.status, exc.retry_after)
+            raise
+        offset = _offset_of(issued)
+        if offset is not None:
+            self.offset = offset
+        await self._publish(issued, offset)
+        return issued
+
+    async def _honour_hold(self) -> None:
+        """Raise the fleet's hold while it lasts, as the error its manager was answered."""
+        raw = await self._op(self.store.read(self.hold_key))
+        if raw is None:
+            return
+        try:
+            hold = decode_hold(raw, self.key)
+        except BadEntryError as exc:
+            self._report(raw, str(exc))
+            return
+        left = hold.left(self.clock.time())
+        if left <= 0:
+            return
+        reason = (
+            f"another manager of the fleet was asked to wait {hold.retry_after:g} s "
+            f"(shared through the token store; {left:.1f} s left)"
+        )
+        raise error_class(hold.status)(hold.status, reason=reason, retry_after=left)
+
+    async def _publish_hold(self, status: int, retry_after: float) -> None:
+        wait = min(retry_after, self.policy.retry_after_max)
+        hold = Hold(status, wait, self.clock.time() + wait)
+        entry = encode_hold(self.key, hold)
+        try:
+            await self._op(self.store.publish(self.hold_key, entry, expires_at=hold.until))
+        except TokenStoreError as exc:
+            self._store_failed(exc)
 
     async def _adoptable(self, current: Token | None) -> Issued | None:
         """The store's token as an `Issued`, if the manager's rules let it be adopted."""
@@ -209,12 +281,13 @@ class SharedSource:
             return None  # the token we hold, one a resource refused, or an older one
         clock = self.clock
         mono, wall = clock.monotonic(), clock.time()
-        skew = entry.skew or 0.0
+        offset = self._offset(entry, wall)
+        server_now = wall + (offset or 0.0)
         iat = epoch(token.issued_at)
-        age = max(0.0, wall + skew - iat) if iat is not None else 0.0
+        age = max(0.0, server_now - iat) if iat is not None else 0.0
         # As if the token had just been fetched, sent `age` ago: `plan` then reads its
-        # timing in the publisher's view of the server's clock.
-        reply = Reply(200, None, mono - age, wall - age, mono, entry.skew, "token store")
+        # timing in the server's time.
+        reply = Reply(200, None, mono - age, wall - age, mono, offset, "token store")
         timing = plan(token, reply, self.policy)
         if timing.expires <= mono:
             self._report(raw, "store entry holds an expired token")
@@ -224,12 +297,22 @@ class SharedSource:
             return None
         return Issued(token, reply, minted=False, shared=True)
 
-    async def _publish(self, issued: Issued) -> None:
-        token, reply = issued.token, issued.reply
+    def _offset(self, entry: StoreEntry, wall: float) -> float | None:
+        """The server's clock minus ours at `wall`, to judge `entry`'s token by: our own
+        reading, else the publisher's, but no less than what the entries we read showed."""
+        if entry.skew is not None:
+            published = entry.published + entry.skew  # the server's clock, then
+            self.offset_floor = max(self.offset_floor, published - wall)
+        if self.offset is not None:
+            return self.offset
+        if entry.skew is None:
+            return None
+        return max(entry.skew, self.offset_floor)
+
+    async def _publish(self, issued: Issued, skew: float | None) -> None:
+        token = issued.token
         if token.expires_at is None:
             return  # nothing to fence with; such tokens are not shared
-        iat = epoch(token.issued_at)
-        skew = iat - reply.sent_wall if iat is not None else reply.server_offset
         entry = encode_entry(self.key, token, skew, self.clock.time())
         try:
             stored = await self._op(
@@ -281,6 +364,13 @@ class SharedSource:
             return
         self._reported.append(digest)
         logger.warning("ignored the token store's entry: %s", why)
+
+
+def _offset_of(issued: Issued) -> float | None:
+    """The server's clock minus ours, as a token we fetched shows it (`iat` against when we
+    sent the request: late by the request's latency at most, which ages the token sooner)."""
+    iat = epoch(issued.token.issued_at)
+    return iat - issued.reply.sent_wall if iat is not None else issued.reply.server_offset
 
 
 def _not_later(token: Token, current: Token) -> bool:

@@ -586,7 +586,8 @@ class TokenManager:
             if result is _AGAIN:
                 continue  # woken before the renewal landed: re-judged at the top
             if result is None:  # the deadline passed with the renewal still under way
-                return self._fallback(self._lease, renewal.backoff.last, in_flight=True)
+                cause, waiting_for = renewal.backoff.last, renewal.source.waiting_for
+                return self._fallback(self._lease, cause, in_flight=True, waiting_for=waiting_for)
             if result is self._lease and not self._short_share(result, min_validity):
                 return self._served(result, min_validity)  # just adopted: as fresh as it gets
             if isinstance(result, IcaError) and (kept := self._failed(result, deadline)):
@@ -661,12 +662,18 @@ class TokenManager:
         return lease.state(lease.now(self._clock)).live
 
     def _fallback(
-        self, lease: Lease | None, cause: IcaError | None, *, in_flight: bool = False
+        self,
+        lease: Lease | None,
+        cause: IcaError | None,
+        *,
+        in_flight: bool = False,
+        waiting_for: str | None = None,
     ) -> Lease:
         """After failures: the current lease while it is valid, else the error, naming why."""
         if lease is not None and self._live(lease):
             return lease
-        raise unavailable(cause, self._policy.acquire_timeout, in_flight=in_flight) from cause
+        timeout = self._policy.acquire_timeout
+        raise unavailable(cause, timeout, in_flight=in_flight, waiting_for=waiting_for) from cause
 
     # -- internals: adopting and serving ----------------------------------------------------
 

@@ -68,6 +68,10 @@ class TokenSource(Protocol):
     extra_budget: float
     """Seconds a renewal may take beyond a keep-alive and a mint (a fleet store's lease)."""
 
+    waiting_for: str | None
+    """What the renewal under way waits for beyond the token endpoint (another process's
+    renewal, through a fleet store), for the error of a caller whose bound passed; or None."""
+
     def initial(self) -> Token | None:
         """A token to use before any request (a `Jwt` given by the caller), or None."""
 
@@ -92,6 +96,7 @@ def is_refusal(exc: ApiError) -> bool:
 class _NoSession:
     keeps_session = False
     extra_budget = 0.0
+    waiting_for: str | None = None
 
     def initial(self) -> Token | None:
         return None
@@ -202,6 +207,7 @@ class ConsoleSessionSource:
     options: MintOptions
     keeps_session: bool = True
     extra_budget: float = 0.0
+    waiting_for: str | None = attrs.field(default=None, init=False)
 
     def initial(self) -> Token | None:
         return None

@@ -11,6 +11,12 @@ URL, credential and every option that changes the token, under a domain-separati
 a key names a credential without revealing it (a password included: the iterations make a
 guess expensive). The entry is JSON: `{"v": 1, "key": ..., "token": <jwt>, "skew": ...,
 "published": <wall time>}`; `decode_entry` checks every field before the manager looks at it.
+
+Beside it, under `hold_key(key)`, a fleet keeps its *hold*: the last `Retry-After` the token
+endpoint gave one of its managers, `{"v": 1, "key": ..., "hold": {"status": 429,
+"retry_after": 2.0, "until": <wall time>}}`, published with the same call (fenced by `until`,
+so a later hold replaces an earlier one). It needs nothing of a store but `read` and
+`publish`, so a store of the user's own shares it too.
 """
 
 from __future__ import annotations
@@ -30,11 +36,15 @@ from ._token import Token, decode_jwt
 __all__ = [
     "MAX_ENTRY",
     "BadEntryError",
+    "Hold",
     "StoreEntry",
     "TokenStore",
     "TokenStoreError",
     "decode_entry",
+    "decode_hold",
     "encode_entry",
+    "encode_hold",
+    "hold_key",
     "store_key",
 ]
 
@@ -176,6 +186,77 @@ def decode_entry(raw: bytes, key: str) -> StoreEntry:
         raise BadEntryError(msg)
     assert isinstance(published, int | float)
     return StoreEntry(token, None if skew is None else float(skew), float(published))
+
+
+def hold_key(key: str) -> str:
+    """The key under which the fleet of `key` keeps its hold (64 hex digits as well)."""
+    return hashlib.sha256(b"aioica_auth hold v1 " + key.encode()).hexdigest()
+
+
+@attrs.frozen
+class Hold:
+    """What the token endpoint asked one manager of a fleet: wait before asking again.
+
+    Attributes:
+        status: The answer's status (429, or a 5xx that gave `Retry-After`).
+        retry_after: The seconds the server asked for.
+        until: The publisher's wall time when the wait ends.
+    """
+
+    status: int
+    retry_after: float
+    until: float
+
+    def left(self, wall: float) -> float:
+        """Seconds of the hold left at `wall` (this host's time), never more than the server
+        asked for: a host whose clock is behind does not wait longer for it."""
+        return max(0.0, min(self.until - wall, self.retry_after))
+
+
+def encode_hold(key: str, hold: Hold) -> bytes:
+    """The bytes to publish under `hold_key(key)`."""
+    body = {
+        "v": 1,
+        "key": hold_key(key),
+        "hold": {"status": hold.status, "retry_after": hold.retry_after, "until": hold.until},
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_hold(raw: bytes, key: str) -> Hold:
+    """A hold read from a store, checked field by field.
+
+    Raises:
+        BadEntryError: not a hold of `key`'s fleet, or malformed (never quoted).
+    """
+    if len(raw) > MAX_ENTRY:
+        msg = "store hold is over the size cap"
+        raise BadEntryError(msg)
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        msg = "store hold is not JSON"
+        raise BadEntryError(msg) from None
+    if not isinstance(body, dict) or body.get("v") != 1 or body.get("key") != hold_key(key):
+        msg = "store hold is not a version-1 hold of this key"
+        raise BadEntryError(msg)
+    hold = body.get("hold")
+    if not isinstance(hold, dict):
+        msg = "store hold is malformed"
+        raise BadEntryError(msg)
+    status, retry_after, until = hold.get("status"), hold.get("retry_after"), hold.get("until")
+    if not (
+        isinstance(status, int)
+        and 400 <= status <= 599
+        and _finite(retry_after)
+        and _finite(until)
+        and isinstance(retry_after, int | float)
+        and retry_after >= 0
+    ):
+        msg = "store hold is malformed"
+        raise BadEntryError(msg)
+    assert isinstance(until, int | float)
+    return Hold(status, float(retry_after), float(until))
 
 
 def _finite(value: object) -> bool:

@@ -8,6 +8,7 @@ server counts the mints of the whole fleet.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -26,20 +27,37 @@ pytestmark = pytest.mark.slow  # real processes and seconds of real time
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def spawn(srv: LocalIcaServer, store: str, *, start: float, until: float, **options: Any):  # type: ignore[no-untyped-def]
-    """Start one worker; it makes its first request at wall time `start`."""
+# A worker on a host whose clock is off: `time.time` shifted before anything is imported.
+_SHIFTED = (
+    "import runpy, sys, time; shift = float(sys.argv.pop(1)); wall = time.time; "
+    "time.time = lambda: wall() + shift; "
+    "runpy.run_module('tests.fleet_worker', run_name='__main__', alter_sys=True)"
+)
+
+
+async def spawn(  # type: ignore[no-untyped-def]
+    srv: LocalIcaServer,
+    store: str,
+    *,
+    start: float,
+    until: float,
+    clock_shift: float = 0.0,
+    **options: Any,
+):
+    """Start one worker; it makes its first request at wall time `start` (by our clock; its
+    own clock is `clock_shift` seconds off)."""
+    head = ["-c", _SHIFTED, repr(clock_shift)] if clock_shift else ["-m", "tests.fleet_worker"]
     args = [
         sys.executable,
-        "-m",
-        "tests.fleet_worker",
+        *head,
         "--base-url",
         srv.ica_base_url,
         "--store",
         store,
         "--start",
-        repr(start),
+        repr(start + clock_shift),
         "--until",
-        repr(until),
+        repr(until + clock_shift),
     ]
     for name, value in options.items():
         args += ["--" + name.replace("_", "-"), str(value)]
@@ -220,3 +238,68 @@ async def test_a_holder_killed_mid_mint_never_fails_a_newcomer_with_the_defaults
     assert set(result["statuses"]) == {"200"}, result["statuses"]
     assert result["failures"] == 0
     assert creates == 2  # the killed holder's, then the newcomer's one
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", STORES)
+async def test_a_retry_after_is_honoured_by_the_whole_fleet(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """12 processes start while the token endpoint answers `429 Retry-After: 2` for 6 s: the
+    fleet asks about once per 2 s in all (without a shared hold it asked 36 times: 3 per
+    process), no two requests closer than the server asked, and every process gets the token
+    once the endpoint recovers."""
+    processes, window, retry_after = 12, 6.0, 2.0
+    async with LocalIcaServer() as srv:
+        spec = store_spec(kind, tmp_path, request)
+        start = time.time() + 3.0  # every worker started and waiting by then
+        procs = [
+            await spawn(
+                srv, spec, start=start, until=start + window + 14, acquire_timeout=30, tasks=2
+            )
+            for _ in range(processes)
+        ]
+        await asyncio.sleep(max(0.0, start - time.time()))
+        fault = srv.inject("ica.create", status=429, times=None, retry_after=f"{retry_after:g}")
+        try:
+            await asyncio.sleep(window)
+        finally:
+            srv.remove_fault(fault)
+        results = [await collect(p) for p in procs]
+        creates = [r.at for r in srv.requests if r.endpoint == "ica.create"]
+        limited = srv.statuses["ica.create", 429]
+    gaps = [b - a for a, b in itertools.pairwise(creates)]
+    print(f"{kind}: {limited} answered 429, {len(creates)} in all; gaps", gaps)
+    assert limited <= window / retry_after + 1  # 4 at most: once per Retry-After
+    assert len(creates) == limited + 1  # then one mint for all
+    assert min(gaps) >= retry_after - 0.25  # the server's time, honoured fleet-wide
+    for r in results:
+        assert r["first_token"] is not None
+        assert set(r["statuses"]) == {"200"}, r["statuses"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", STORES)
+async def test_a_host_whose_clock_is_behind_never_serves_an_adopted_token_past_its_expiry(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Host Q's clock is 7 s behind, tokens live 10 s: Q adopts what P published and judges it
+    in the server's time, never in its own clock with P's offset (which served it ~1 s past
+    its expiry: 401s)."""
+    lifetime = 10.0
+    async with LocalIcaServer(lifetime=lifetime) as srv:
+        spec = store_spec(kind, tmp_path, request)
+        start = time.time() + 3.0
+        until = start + 2.5 * lifetime
+        publisher = await spawn(srv, spec, start=start, until=until, tasks=2, pause=0.05)
+        late = await spawn(
+            srv, spec, start=start + 1.0, until=until, clock_shift=-7.0, tasks=4, pause=0.05
+        )
+        results = [await collect(publisher), await collect(late)]
+        refused = srv.statuses["resource", 401]
+        served = srv.statuses["resource", 200]
+    print(f"{kind}: {served} served, {refused} refused; late host", results[1]["mints"], "mints")
+    assert refused == 0
+    assert results[1]["shared"] >= 1  # Q did adopt
+    for r in results:
+        assert set(r["statuses"]) == {"200"}, r["statuses"]
