@@ -8,6 +8,7 @@ import signal
 import stat
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from aioica_auth.testing import LocalIcaServer
 from .support import key_of
 
 KEY = "ab" * 32
+# Expiries an hour ahead and beyond: housekeeping deletes entries that expired a minute ago.
+LATER = time.time() + 3600
 
 
 def mode(path: Path) -> int:
@@ -43,7 +46,7 @@ async def test_it_is_a_token_store_with_a_private_directory(tmp_path: Path) -> N
 
 async def test_publish_then_read_gives_the_bytes_back_in_a_0600_file(tmp_path: Path) -> None:
     store = FileTokenStore(tmp_path)
-    assert await store.publish(KEY, b"entry-1", expires_at=100.0)
+    assert await store.publish(KEY, b"entry-1", expires_at=LATER + 100.0)
     assert await store.read(KEY) == b"entry-1"
     files = listing(tmp_path)
     assert files == [f"{KEY}.publish", f"{KEY}.token"]  # no temporary file left behind
@@ -52,18 +55,18 @@ async def test_publish_then_read_gives_the_bytes_back_in_a_0600_file(tmp_path: P
 
 async def test_publish_is_fenced_by_expiry(tmp_path: Path) -> None:
     store = FileTokenStore(tmp_path)
-    assert await store.publish(KEY, b"later", expires_at=200.0)
-    assert not await store.publish(KEY, b"earlier", expires_at=100.0)
-    assert not await store.publish(KEY, b"same", expires_at=200.0)
+    assert await store.publish(KEY, b"later", expires_at=LATER + 200.0)
+    assert not await store.publish(KEY, b"earlier", expires_at=LATER + 100.0)
+    assert not await store.publish(KEY, b"same", expires_at=LATER + 200.0)
     assert await store.read(KEY) == b"later"
-    assert await store.publish(KEY, b"latest", expires_at=300.0)
+    assert await store.publish(KEY, b"latest", expires_at=LATER + 300.0)
     assert await store.read(KEY) == b"latest"
 
 
 async def test_concurrent_publishes_keep_the_latest_expiry(tmp_path: Path) -> None:
     stores = [FileTokenStore(tmp_path) for _ in range(4)]
     results = await asyncio.gather(
-        *(stores[i % 4].publish(KEY, b"e%d" % i, expires_at=float(i)) for i in range(40))
+        *(stores[i % 4].publish(KEY, b"e%d" % i, expires_at=LATER + i) for i in range(40))
     )
     assert results.count(True) >= 1
     assert await stores[0].read(KEY) == b"e39"
@@ -137,7 +140,7 @@ def test_a_file_in_place_of_the_directory_is_refused(tmp_path: Path) -> None:
 
 async def test_an_entry_others_can_write_is_refused(tmp_path: Path) -> None:
     store = FileTokenStore(tmp_path)
-    await store.publish(KEY, b"entry", expires_at=1.0)
+    await store.publish(KEY, b"entry", expires_at=LATER + 1.0)
     chmod(tmp_path / f"{KEY}.token", 0o666)
     with pytest.raises(TokenStoreError, match="writable by others"):
         await store.read(KEY)
@@ -153,7 +156,7 @@ async def test_a_directory_made_writable_later_is_refused_at_the_next_call(tmp_p
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to give a file to another user")
 async def test_an_entry_another_user_owns_is_refused(tmp_path: Path) -> None:
     store = FileTokenStore(tmp_path)
-    await store.publish(KEY, b"entry", expires_at=1.0)
+    await store.publish(KEY, b"entry", expires_at=LATER + 1.0)
     os.chown(tmp_path / f"{KEY}.token", 65534, 65534)
     with pytest.raises(TokenStoreError, match="owned by another user"):
         await store.read(KEY)
@@ -175,13 +178,13 @@ async def test_a_damaged_entry_is_read_as_it_is_and_replaced_by_a_publish(tmp_pa
     path.write_bytes(b"\x00garbage")
     path.chmod(0o600)
     assert await store.read(KEY) == b"\x00garbage"  # the manager refuses it, saying why
-    assert await store.publish(KEY, b"good", expires_at=1.0)
+    assert await store.publish(KEY, b"good", expires_at=LATER + 1.0)
     assert await store.read(KEY) == b"good"
 
 
 async def test_a_huge_entry_is_read_only_up_to_the_cap(tmp_path: Path) -> None:
     store = FileTokenStore(tmp_path)
-    await store.publish(KEY, b"x" * 10_000_000, expires_at=1.0)
+    await store.publish(KEY, b"x" * 10_000_000, expires_at=LATER + 1.0)
     raw = await store.read(KEY)
     assert raw is not None
     assert 32 * 1024 < len(raw) < 64 * 1024  # over the manager's cap, so refused unparsed
