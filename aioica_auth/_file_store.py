@@ -25,7 +25,7 @@ Threads: reads, publishes and housekeeping run on the store's own daemon threads
 never blocks the event loop and a read stuck in the kernel (a hung network file system)
 costs only its call, which the manager bounds, never `asyncio.run`'s exit. Taking and
 releasing the lease are a few non-blocking calls, done inline so that a cancelled task
-cannot leave a lock behind; `wait` polls two `lstat`s inline every 5 to 15 ms (microseconds
+cannot leave a lock behind; `wait` polls two `lstat`s inline, every 5 to 25 ms (microseconds
 each on a local disk: keep the directory on one).
 
 Housekeeping: at most once per `_SWEEP_EVERY` s per store, a publish also starts a sweep of
@@ -52,7 +52,9 @@ from ._store import MAX_ENTRY, TokenStoreError
 
 __all__ = ["FileTokenStore", "default_directory"]
 
-_POLL = (0.005, 0.015)  # seconds: a waiter's poll interval, drawn at random from this range
+# A waiter's poll interval: 5 ms at first, then 1.5 times longer each poll up to 25 ms (each
+# wake-up of the event loop costs far more CPU than the two lstat calls), give or take 20 %.
+_POLL_FIRST, _POLL_GROWTH, _POLL_LAST = 0.005, 1.5, 0.025
 _PROBE_EVERY = 8  # polls: a waiter also tries the lease's lock this often (a holder killed)
 _PUBLISH_LOCK_TIMEOUT = 2.0  # seconds: the longest a publish waits for another publish
 _SWEEP_EVERY = 600.0  # seconds: the shortest time between two sweeps of one store
@@ -174,8 +176,9 @@ class FileTokenStore:
         lock file changed (given back, taken over) or its lock is free, or the deadline of
         the lease seen busy passed; and after `within` seconds at the latest.
 
-        Polls an `lstat` of the entry and of the lock file every 5 to 15 ms, and tries the
-        lock every `_PROBE_EVERY` polls (a holder killed changes no file), all inline.
+        Polls an `lstat` of the entry and of the lock file, every 5 ms at first and every
+        25 ms (give or take 20 %) after the first 0.1 s, and tries the lock every
+        `_PROBE_EVERY` polls (a holder killed changes no file), all inline.
         """
         token, lock = self._path(key, ".token"), self._path(key, ".lock")
         loop = asyncio.get_running_loop()
@@ -185,9 +188,10 @@ class FileTokenStore:
             end = min(end, loop.time() + max(0.0, deadline - time.time()) + 0.001)
         seen = self._seen[key] if key in self._seen else _signature(token)
         lock_before = _signature(lock)
-        polls = 0
+        polls, interval = 0, _POLL_FIRST
         while (left := end - loop.time()) > 0:
-            await asyncio.sleep(min(left, self._rng.uniform(*_POLL)))
+            await asyncio.sleep(min(left, interval * self._rng.uniform(0.8, 1.2)))
+            interval = min(_POLL_LAST, interval * _POLL_GROWTH)
             if _signature(token) != seen or _signature(lock) != lock_before:
                 return
             polls += 1
