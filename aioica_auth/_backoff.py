@@ -29,7 +29,7 @@ from ._errors import (
     TokenUnavailableError,
     TransportError,
 )
-from ._policy import Policy
+from ._policy import STARVING_RETRY_MAX, Policy
 
 __all__ = [
     "Backoff",
@@ -81,20 +81,35 @@ class Backoff:
     rng: random.Random = attrs.field(factory=random.Random)
     failures: int = 0
     next_attempt: float = 0.0
+    next_if_starving: float = 0.0  # the next attempt, should the token in use expire
     last: IcaError | None = None
     remembered: RememberedFailure | None = None
 
-    def failed(self, exc: IcaError, now: float, lifetime: float | None) -> float:
-        """Record a failed attempt at `now`; returns the delay until the next one."""
+    def failed(
+        self, exc: IcaError, now: float, lifetime: float | None, *, starving: bool = False
+    ) -> float:
+        """Record a failed attempt at `now`; returns the delay until the next one (a short
+        one while `starving`: no valid token is held, so callers wait on the next attempt)."""
         self.failures += 1
         self.last = exc
         retry_after = exc.retry_after if isinstance(exc, ApiError) else None
-        delay = self.policy.backoff(self.failures, lifetime, retry_after, self.rng)
+        delay = self.policy.backoff(
+            self.failures, lifetime, retry_after, self.rng, starving=starving
+        )
         if classify(exc) is Severity.PERMANENT:
             self.remember(exc, now)
             delay = max(delay, self.policy.error_memory)
+            self.next_if_starving = now + delay
+        else:
+            honoured = min(retry_after or 0.0, self.policy.retry_after_max)
+            self.next_if_starving = now + max(min(delay, STARVING_RETRY_MAX), honoured)
         self.next_attempt = now + delay
         return delay
+
+    def starve(self) -> None:
+        """No valid token is held any more: the next attempt comes no later than a starving
+        manager's backoff would have put it (`STARVING_RETRY_MAX`)."""
+        self.next_attempt = min(self.next_attempt, self.next_if_starving)
 
     def remember(self, exc: IcaError, now: float) -> None:
         """Re-raise `exc` without a request for `error_memory` seconds."""
@@ -103,7 +118,7 @@ class Backoff:
     def succeeded(self) -> int:
         """Record a success; returns how many failures in a row it ended."""
         failures, self.failures = self.failures, 0
-        self.next_attempt = 0.0
+        self.next_attempt = self.next_if_starving = 0.0
         self.last = self.remembered = None
         return failures
 

@@ -27,11 +27,16 @@ import attrs
 from ._http import MAX_TIMEOUT, Reply
 from ._token import Token, epoch
 
-__all__ = ["Policy", "Timing", "plan"]
+__all__ = ["STARVING_RETRY_MAX", "Policy", "Timing", "plan"]
 
 _RANDOM = random.Random()
 
 _DATE_RESOLUTION = 2.0  # `Date` has one-second resolution: smaller offsets are noise
+
+STARVING_RETRY_MAX = 4.0
+"""Seconds: the longest backoff while no valid token is held (2 to 4 s with the jitter), so
+callers have a token within about 5 s of the endpoint's recovery; an outage still costs about
+one request per 3 s (never sooner than a server's `Retry-After`)."""
 
 
 def _seconds(*, low: float, high: float = math.inf, allow_low: bool) -> Any:
@@ -88,6 +93,9 @@ class Policy:
             rather wait out a longer outage can raise it.
         retry_initial: First backoff delay after a failed refresh, in seconds.
         retry_max: Longest backoff delay (at most a sixth of the current token's lifetime).
+            While no valid token is held, at most 4 s (`STARVING_RETRY_MAX`): a caller then
+            has a token within about 5 s of the endpoint's recovery. A server's `Retry-After`
+            is honoured over both.
         retry_after_max: Cap on a server's `Retry-After`.
         error_memory: Seconds a permanent failure (wrong credential, malformed answer) is
             remembered and re-raised without a request, so retry loops cannot hammer.
@@ -137,9 +145,14 @@ class Policy:
         lifetime: float | None,
         retry_after: float | None,
         rng: random.Random | None = None,
+        *,
+        starving: bool = False,
     ) -> float:
-        """Seconds to wait before attempt number `failures + 1`: exponential, equal jitter."""
+        """Seconds to wait before attempt number `failures + 1`: exponential, equal jitter;
+        capped at `STARVING_RETRY_MAX` when `starving` (no valid token is held)."""
         cap = self.retry_max if lifetime is None else min(self.retry_max, max(lifetime / 6, 0.05))
+        if starving:
+            cap = min(cap, STARVING_RETRY_MAX)
         base = min(cap, self.retry_initial * 2 ** min(failures - 1, 30))
         delay: float = base / 2 + (rng or _RANDOM).random() * base / 2
         if retry_after is not None:

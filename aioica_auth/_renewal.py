@@ -79,6 +79,9 @@ class Renewal:
         """
         flight = self.flight
         if not flight.running:
+            current = self._current()
+            if current is None or not current.state(current.now(self._clock)).live:
+                self.backoff.starve()  # a backoff set while a token was held is too long now
             remembered = self.backoff.remembered_at(self._clock.monotonic())
             if remembered is not None:
                 return remembered.error
@@ -202,7 +205,8 @@ class Renewal:
         self._counts["failures"] += 1
         lifetime = current.timing.lifetime if current is not None else None
         now = self._clock.monotonic()
-        delay = self.backoff.failed(exc, now, lifetime)
+        starving = current is None or not current.state(current.now(self._clock)).live
+        delay = self.backoff.failed(exc, now, lifetime, starving=starving)
         left = f"{current.validity(now):.1f} s" if current is not None else "no token"
         log = logger.warning if self.backoff.failures == 1 else logger.debug
         log(

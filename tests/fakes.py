@@ -74,6 +74,7 @@ class ScriptedSource:
 
     keeps_session = False
     extra_budget = 0.0
+    waiting_for = None
 
     def __init__(
         self, clock: ManualClock | RunningClock, script: Iterable[Step], initial: str | None = None
