@@ -3,38 +3,49 @@
 redis-py is an optional dependency (`pip install 'aioica_auth[redis]'`), imported when a store
 is built, so `import aioica_auth` works without it.
 
-Keys (``P`` is the prefix, ``K`` the store key, 64 hex digits):
+Keys (``P`` is the prefix, ``K`` the store key, 64 hex digits; ``{K}`` is a Redis Cluster hash
+tag, so one credential's keys and channel live on one node):
 
 ```
-P:token:K   a hash: "entry" (the bytes published) and "exp" (the token's `exp`, the fencing
-            token); expires by itself (PEXPIRE) when the token does
-P:lease:K   a string: the random token of the lease holder; expires by itself after the ttl
+P:{K}:token   a hash: "entry" (the bytes published) and "exp" (the token's `exp`, the fencing
+              token); expires by itself (PEXPIRE) when the token does
+P:{K}:lease   a string: the random token of the lease holder; expires by itself after the ttl
+P:{K}:events  the channel the publish and release scripts announce on ("published",
+              "released": no token, so a subscriber learns nothing it could use)
 ```
 
-Every write is one atomic command or Lua script: the lease is `SET P:lease:K <random> NX PX
+Every write is one atomic command or Lua script: the lease is `SET P:{K}:lease <random> NX PX
 ttl`; releasing it is a compare-and-delete script (delete only if it still holds our random
 token); publishing is a script that replaces the entry only when the stored `exp` is earlier
 than the new one. No Redis exception leaves this module: each becomes a `TokenStoreError`
 whose message says why in words and whose cause is a fresh builtin error, never redis-py's
 (whose frames hold the connection, the password among its fields).
+
+Waiting is pushed (`_redis_push`): one PSUBSCRIBE per store and event loop, and a wait costs
+no command unless the subscription is down. What a store holds is per event loop (client,
+scripts, subscription), so one store serves any number of loops (threads, `asyncio.run`s).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import logging
 import math
 import random
 import re
 import secrets
+import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from ._redis_push import Listener, Mark, loop_guard
 from ._store import TokenStoreError
 
 if TYPE_CHECKING:
@@ -55,15 +66,17 @@ _CONNECT_TIMEOUT = 2.0
 _SOCKET_TIMEOUT = 2.0
 _RETRIES = 1
 
-# wait(): how often a waiter looks again, in seconds (uniform, so a fleet does not poll in step).
-POLL_MIN = 0.02
-POLL_MAX = 0.08
-# ... and how long it watches at most, whatever `within` says: so the caller re-checks its
-# own state (and deadline) a few times a second, and a caller that bounds each store call
-# (the fleet: min(request_timeout, 5 s)) never sees a quiet wait as a store that hangs.
-WAIT_CAP = 0.25
+# wait() while the subscription is down: it polls after 50 ms, then twice as late each time up
+# to 1 s apart (jittered, so a fleet does not poll in step).
+POLL_FIRST = 0.05
+POLL_MAX = 1.0
+# A store's first use on a loop waits this long at most for its subscription.
+_SETTLE = 0.5
+# A lapsed lease is waited for this long past its PTTL (rounded to ms by Redis).
+_LAPSE = 0.01
 
-# KEYS[1] the token hash; ARGV[1] exp, ARGV[2] the entry, ARGV[3] the expiry in ms.
+# KEYS[1] the token hash; ARGV[1] exp, ARGV[2] the entry, ARGV[3] the expiry in ms, ARGV[4]
+# the channel. pcall: a PUBLISH that an ACL refuses costs waiters latency, not the entry.
 _PUBLISH = """
 local stored = redis.call('HGET', KEYS[1], 'exp')
 if stored and tonumber(stored) >= tonumber(ARGV[1]) then
@@ -71,19 +84,23 @@ if stored and tonumber(stored) >= tonumber(ARGV[1]) then
 end
 redis.call('HSET', KEYS[1], 'exp', ARGV[1], 'entry', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.pcall('PUBLISH', ARGV[4], 'published')
 return 1
 """
 
-# KEYS[1] the lease; ARGV[1] the holder's random token.
+# KEYS[1] the lease; ARGV[1] the holder's random token, ARGV[2] the channel.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
+    redis.call('DEL', KEYS[1])
+    redis.pcall('PUBLISH', ARGV[2], 'released')
+    return 1
 end
 return 0
 """
 
 _EXTRA = "RedisTokenStore needs redis-py: pip install 'aioica_auth[redis]'"
 _ERROR_CODE = re.compile(r"[A-Z][A-Z_-]{1,31}")
+_GLOB = re.compile(r"([\\*?\[\]])")
 
 
 @attrs.frozen(repr=False)
@@ -97,35 +114,99 @@ class _Lease:
         return f"<lease {self.name}>"
 
 
+class _Here:
+    """What a store holds on one event loop: a client, its scripts, a subscription."""
+
+    def __init__(self, client: Any, owned: bool, listener: Listener) -> None:
+        self.client = client
+        self.owned = owned
+        self.listener = listener
+        self.publish = client.register_script(_PUBLISH)
+        self.release = client.register_script(_RELEASE)
+        self.guard: AsyncGenerator[None, None] | None = None
+        self._closing: asyncio.Future[None] | None = None
+
+    async def aclose(self) -> None:
+        """Stop the subscription and close the client if it is the store's (once; a second
+        caller awaits the first)."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        await self.listener.aclose()
+        if self.owned:
+            try:
+                await self.client.aclose()
+            except Exception:  # noqa: BLE001 - closing: nothing to report, nothing to leak
+                logger.debug("closing a Redis client failed")
+
+
+@attrs.frozen
+class _Seen:
+    """A task's last look at a key (its read, or its failed acquire): where the key's
+    messages stood then, and when the lease it found must have lapsed (loop time)."""
+
+    here: _Here
+    key: str
+    mark: Mark
+    lease_end: float = math.inf
+
+
+# Per task (a context is a task's own): what `wait` needs from the read before it.
+_SEEN: contextvars.ContextVar[_Seen | None] = contextvars.ContextVar(
+    "aioica_auth_redis_seen", default=None
+)
+
+
 class RedisTokenStore:
     """A `TokenStore` in Redis, for the managers of a fleet on many hosts.
 
     It stores, per store key, the entry a manager published (a JSON document holding the
     token itself, so a **bearer secret**) beside the token's `exp`, and a renewal lease.
     Anyone who can read the prefix's keys can use the token: in production connect with
-    TLS (``rediss://``) as an ACL user limited to them, for the default prefix
-    ``ACL SETUSER ica on >PASSWORD ~aioica_auth:* +@read +@write +@scripting -@dangerous``.
-    Nothing of an entry, and no password, is ever logged or put in an error.
+    TLS (``rediss://``) as an ACL user limited to them and to the prefix's channels, for the
+    default prefix ``ACL SETUSER ica on >PASSWORD ~aioica_auth:* &aioica_auth:* +@read
+    +@write +@scripting +@pubsub -@dangerous`` (the store subscribes to the pattern
+    ``aioica_auth:*``, which an ACL must allow literally: ``&aioica_auth:*``). Without the
+    channels the store still works, and waiters poll (one warning says so). Nothing of an
+    entry, and no password, is ever logged or put in an error.
 
-    Writes are atomic: the lease is ``SET {prefix}:lease:{key} <random> NX PX <ttl>`` and is
-    released by a compare-and-delete script; publishing replaces the entry
-    (``{prefix}:token:{key}``, a hash of ``exp`` and ``entry``) only if the stored token
-    expires earlier (the JWT's `exp` is the fencing token), and gives the hash an expiry at
-    that `exp`, so an entry vanishes by itself when its token dies.
+    Keys: ``{prefix}:{K}:token``, ``{prefix}:{K}:lease`` and the channel
+    ``{prefix}:{K}:events``, where ``K`` is the store key; ``{K}`` is a Redis Cluster hash
+    tag, so the three of one credential share a slot, hence a node of a Redis Cluster (the
+    scripts touch one key each; the channel is an argument, and a cluster broadcasts PUBLISH,
+    so a pattern subscription on any node hears it).
 
-    Waiting polls: `wait` looks at the entry's `exp` and the lease every 20 to 80 ms (random,
-    so a fleet does not poll in step) and returns as soon as the lease is free or either has
-    changed, and after `within` seconds or 0.25 s, whichever is less, at the latest; a
-    waiter so learns of a new token within one poll of its publication (80 ms and a round
-    trip at most).
+    Writes are atomic: the lease is ``SET {prefix}:{K}:lease <random> NX PX <ttl>`` and is
+    released by a compare-and-delete script; publishing replaces the entry (a hash of ``exp``
+    and ``entry``) only if the stored token expires earlier (the JWT's `exp` is the fencing
+    token), and gives the hash an expiry at that `exp`, so an entry vanishes by itself when
+    its token dies. Publishing and releasing announce themselves on the key's channel.
+
+    Waiting is pushed: the store holds one pattern subscription per event loop (its own
+    connection, made when the store is first used on that loop) and `wait` returns as soon as
+    a publication or release of its key is announced, having sent no command; after `within`
+    at the latest, or when the lease it found must have lapsed (a holder that died announces
+    nothing). While the subscription is down (it reconnects with a backoff), `wait` polls
+    instead, 50 ms then twice as late each time, up to 1 s apart: a lost message costs
+    latency, never a token.
+
+    Event loops: a store built from a URL makes a client and a subscription per event loop
+    that uses it (threads, `SyncTokenManager`s, successive `asyncio.run`s), and closes them as
+    that loop shuts down its async generators (`asyncio.run`, `asyncio.Runner` and
+    `SyncTokenManager` do) or in `aclose` on that loop. A loop closed without that (a bare
+    `loop.close()`) leaves them to the garbage collector; they are dropped, never used again.
+    A client you give is bound to the first loop that uses the store: another loop gets a
+    `TokenStoreError` saying so.
 
     Args:
         client_or_url: A `redis.asyncio.Redis` you built (TLS, ACL, Sentinel's
             `master_for`, ...), which `aclose` leaves open, since it is yours; or a URL
-            (``redis://``, ``rediss://``, ``unix://``) for a client built here with a 2 s
+            (``redis://``, ``rediss://``, ``unix://``) for clients built here with a 2 s
             connect and read timeout and one immediate retry of a lost connection, closed
             by `aclose`.
-        prefix: The first part of every key (and of the ACL pattern that guards them).
+        prefix: The first part of every key and channel (and of the ACL patterns).
 
     Raises:
         ImportError: redis-py is not installed.
@@ -144,8 +225,8 @@ class RedisTokenStore:
             raise ValueError(msg)
         self._prefix = prefix
         self._closed = False
-        self._wait_cap = WAIT_CAP
         self._failures: tuple[type[Exception], ...] = (RedisError, OSError)
+        self._url: str | None = None
         if isinstance(client_or_url, str):
             client = _from_url(client_or_url)
             if client is None:
@@ -154,16 +235,19 @@ class RedisTokenStore:
                 msg = "not a Redis URL: expected redis://, rediss:// or unix:// and a valid port"
                 raise ValueError(msg)
             self._owned = True
+            self._url = client_or_url  # for the clients of other loops; never shown
         elif isinstance(client_or_url, redis.asyncio.Redis):
             client = client_or_url
             self._owned = False
         else:
             msg = f"a Redis URL or a redis.asyncio.Redis, not {type(client_or_url).__name__}"
             raise TypeError(msg)
-        self._client: redis.asyncio.Redis = client
-        self._publish = client.register_script(_PUBLISH)
-        self._release = client.register_script(_RELEASE)
+        self._spare: redis.asyncio.Redis | None = client  # the first loop's client
+        self._home: weakref.ref[asyncio.AbstractEventLoop] | None = None  # a caller's client's
+        self._loops: dict[asyncio.AbstractEventLoop, _Here] = {}
+        self._lock = threading.Lock()
         self._shown, self._where = _where(client)
+        self._pattern = _GLOB.sub(r"\\\1", prefix) + ":*"
 
     def __repr__(self) -> str:
         return f"RedisTokenStore({self._shown}, prefix={self._prefix!r})"
@@ -188,7 +272,9 @@ class RedisTokenStore:
         Raises:
             TokenStoreError: Redis failed or could not be reached.
         """
-        value = await self._call("read", lambda: self._client.hget(self._token_key(key), "entry"))
+        here = await self._here()
+        _SEEN.set(_Seen(here, key, here.listener.mark(key)))
+        value = await self._call("read", lambda: here.client.hget(self._token_key(key), "entry"))
         return _as_bytes(value)
 
     async def acquire(self, key: str, ttl: float) -> object | None:
@@ -204,13 +290,23 @@ class RedisTokenStore:
         if not (math.isfinite(ttl) and ttl > 0):
             msg = f"a lease ttl must be a positive number of seconds, not {ttl!r}"
             raise ValueError(msg)
+        here = await self._here()
         lease = _Lease(self._lease_key(key), secrets.token_hex(16))
         ms = max(1, math.ceil(ttl * 1000))
+        sent, mark = asyncio.get_running_loop().time(), here.listener.mark(key)
         taken = await self._call(
-            "acquire", lambda: self._client.set(lease.name, lease.token, nx=True, px=ms)
+            "acquire", lambda: here.client.set(lease.name, lease.token, nx=True, px=ms)
         )
         logger.debug("store lease %s…: %s", key[:8], "taken" if taken else "held by another")
-        return lease if taken else None
+        if taken:
+            return lease
+        # The holder's lease lapses within `ttl` at the latest (the fleet's managers all use
+        # one ttl); `wait` keeps the mark of the read before, if there was one.
+        seen = _SEEN.get()
+        if seen is None or seen.here is not here or seen.key != key:
+            seen = _Seen(here, key, mark)
+        _SEEN.set(attrs.evolve(seen, lease_end=sent + ttl + _LAPSE))
+        return None
 
     async def release(self, key: str, handle: object) -> None:
         """Give back the lease `handle`, unless it ran out (and may be another's now).
@@ -222,9 +318,9 @@ class RedisTokenStore:
         if not isinstance(handle, _Lease) or handle.name != self._lease_key(key):
             msg = "not a lease that a RedisTokenStore with this prefix took for this key"
             raise ValueError(msg)
-        freed = await self._call(
-            "release", lambda: self._release(keys=[handle.name], args=[handle.token])
-        )
+        here = await self._here()
+        args = [handle.token, self._channel(key)]
+        freed = await self._call("release", lambda: here.release(keys=[handle.name], args=args))
         logger.debug("store lease %s…: %s", key[:8], "released" if freed else "had run out")
 
     async def publish(self, key: str, entry: bytes, *, expires_at: float) -> bool:
@@ -243,13 +339,14 @@ class RedisTokenStore:
         if not math.isfinite(expires_at):
             msg = f"expires_at must be a finite Unix time, not {expires_at!r}"
             raise ValueError(msg)
+        here = await self._here()
         ms = math.ceil((expires_at - time.time()) * 1000)
         if ms <= 0:
             logger.debug("store entry %s…: not published, its token has expired", key[:8])
             return False
-        args: list[bytes | str | int] = [repr(float(expires_at)), entry, ms]
+        args: list[bytes | str | int] = [repr(float(expires_at)), entry, ms, self._channel(key)]
         stored = bool(
-            await self._call("publish", lambda: self._publish([self._token_key(key)], args))
+            await self._call("publish", lambda: here.publish([self._token_key(key)], args))
         )
         logger.debug(
             "store entry %s…: %s", key[:8], "published" if stored else "a later one is stored"
@@ -257,47 +354,168 @@ class RedisTokenStore:
         return stored
 
     async def wait(self, key: str, within: float) -> None:
-        """Return once the lease of `key` is free or its entry or lease holder has changed,
-        and after `within` seconds (at most 0.25 s) at the latest, polling every 20 to 80 ms.
+        """Return once the entry of `key` may have changed or its lease may be free, and
+        after `within` seconds at the latest.
+
+        After a `read` or failed `acquire` of `key` in the same task, this sends no command
+        while the subscription is up: it returns at once if a publication or release was
+        announced since that read, else when one is, or when the lease found must have
+        lapsed, or after `within`. Without one, it first asks the lease's PTTL (one command;
+        no lease: it returns at once). With the subscription down it polls (see the class).
 
         Raises:
             TokenStoreError: Redis failed or could not be reached.
         """
+        if not within > 0:
+            return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, min(within, self._wait_cap))
+        deadline = loop.time() + within
+        here = await self._here()
+        listener = here.listener
         try:
             # The timeout cuts a hung call short. It is not the only check of the deadline:
             # on Python 3.11, redis-py can swallow a cancellation that lands as a command is
             # sent, and then the call simply returns.
             async with asyncio.timeout_at(deadline):
-                first = await self._state(key)
-                while first[1] is not None and (left := deadline - loop.time()) > 0:
-                    await asyncio.sleep(min(left, random.uniform(POLL_MIN, POLL_MAX)))
-                    now = await self._state(key)
-                    if now != first or now[1] is None:
-                        break
+                seen = _SEEN.get()
+                if seen is not None and seen.here is here and seen.key == key:
+                    mark, deadline = seen.mark, min(deadline, seen.lease_end)
+                else:
+                    mark = listener.mark(key)
+                    lease = self._lease_key(key)
+                    ms = await self._call("wait", lambda: here.client.pttl(lease))
+                    if ms == -2:  # Redis: no such key, so the lease is free
+                        return
+                    if ms >= 0:
+                        deadline = min(deadline, loop.time() + ms / 1000 + _LAPSE)
+                if listener.up:  # a mark from before it was up is news: back at once
+                    await listener.until_news(key, mark, deadline)
+                    if listener.up or loop.time() >= deadline:
+                        return  # news, a new subscription (messages may be lost), or the bound
+                await self._poll(here, key, deadline)
         except TimeoutError:
             # Only the bound itself: Redis's own failures are TokenStoreErrors by now.
             return
 
     async def aclose(self) -> None:
-        """Close the client if this store built it (from a URL); a caller's client stays
-        open. Idempotent."""
-        if self._closed:
-            return
+        """Close what this store holds on the running loop: its subscription, and its client
+        if the store built it (from a URL; a caller's client stays open). Other loops' are
+        closed as those loops shut down. Idempotent; the store is unusable after."""
         self._closed = True
-        if self._owned:
-            await self._client.aclose()
+        with self._lock:
+            here = self._loops.pop(asyncio.get_running_loop(), None)
+            self._forget_closed_loops()
+        if here is not None:
+            await here.aclose()
+            if here.guard is not None:
+                await here.guard.aclose()
+        elif self._spare is not None:
+            spare, self._spare = self._spare, None
+            if self._owned:
+                await spare.aclose()  # never used: no connection, nothing to fail
 
     def _token_key(self, key: str) -> str:
-        return f"{self._prefix}:token:{key}"
+        return f"{self._prefix}:{{{key}}}:token"
 
     def _lease_key(self, key: str) -> str:
-        return f"{self._prefix}:lease:{key}"
+        return f"{self._prefix}:{{{key}}}:lease"
 
-    async def _state(self, key: str) -> tuple[bytes | None, bytes | None]:
+    def _channel(self, key: str) -> str:
+        return f"{self._prefix}:{{{key}}}:events"
+
+    def _key_of(self, channel: object) -> str | None:
+        """The store key a channel of this prefix names, or None."""
+        if isinstance(channel, bytes):
+            channel = channel.decode("utf-8", "replace")
+        head, tail = f"{self._prefix}:{{", "}:events"
+        if isinstance(channel, str) and channel.startswith(head) and channel.endswith(tail):
+            return channel[len(head) : -len(tail)]
+        return None
+
+    async def _here(self) -> _Here:
+        """What this store holds on the running loop, made on its first use there."""
+        if self._closed:
+            msg = f"{self!r} is closed"
+            raise RuntimeError(msg)
+        loop = asyncio.get_running_loop()
+        here = self._loops.get(loop)
+        if here is not None:
+            return here
+        with self._lock:
+            self._forget_closed_loops()
+            client = self._client_for(loop)
+            listener = Listener(client, self._pattern, self._key_of, self._reason, self._where)
+            here = self._loops[loop] = _Here(client, self._owned, listener)
+        listener.start()
+        # Its first marks are worth something only once it is up: a first use waits for it
+        # (about a round trip, beside the command's own connection), within a bound.
+        await listener.settled(_SETTLE)
+
+        async def closing() -> None:
+            with self._lock:
+                if self._loops.get(loop) is here:
+                    del self._loops[loop]
+            await here.aclose()
+
+        # Registered with the loop, which closes it as it shuts down (see _redis_push).
+        here.guard = loop_guard(closing)
+        await anext(here.guard)
+        return here
+
+    def _client_for(self, loop: asyncio.AbstractEventLoop) -> redis.asyncio.Redis:
+        if not self._owned:
+            home = self._home() if self._home is not None else None
+            if self._home is not None and home is not loop:
+                msg = (
+                    "this RedisTokenStore was given a redis.asyncio.Redis client, which is "
+                    "bound to the event loop it was first used on, and is used from another "
+                    "loop: give each loop its own store, or build the store from a URL"
+                )
+                raise TokenStoreError(msg)
+            self._home = weakref.ref(loop)
+            assert self._spare is not None
+            return self._spare
+        if self._spare is not None:
+            client, self._spare = self._spare, None
+            return client
+        assert self._url is not None
+        built = _from_url(self._url)
+        assert built is not None  # parsed once already
+        return built
+
+    def _forget_closed_loops(self) -> None:
+        """Drop what loops closed without shutting down their async generators left (their
+        connections cannot be closed on a closed loop); the caller holds the lock."""
+        for loop in [loop for loop in self._loops if loop.is_closed()]:
+            del self._loops[loop]
+            logger.debug("RedisTokenStore: dropped the client of a closed event loop")
+
+    def _reason(self, exc: Exception) -> str:
+        from redis import exceptions
+
+        return _describe(exc, exceptions)[0]
+
+    async def _poll(self, here: _Here, key: str, deadline: float) -> None:
+        """Poll the entry's `exp` and the lease until either changes or the lease is free,
+        the subscription changes, or `deadline` (loop time); backing off (`POLL_FIRST` to
+        `POLL_MAX`)."""
+        loop = asyncio.get_running_loop()
+        epoch = here.listener.epoch
+        first = await self._state(here, key)
+        delay = POLL_FIRST
+        while first[1] is not None and loop.time() < deadline:
+            pause = delay * random.uniform(0.75, 1.25)
+            await here.listener.sleep(key, min(deadline, loop.time() + pause))
+            if here.listener.epoch != epoch or loop.time() >= deadline:
+                return
+            now = await self._state(here, key)
+            if now != first or now[1] is None:
+                return
+            delay = min(2 * delay, POLL_MAX)
+
+    async def _state(self, here: _Here, key: str) -> tuple[bytes | None, bytes | None]:
         """The stored entry's `exp` and the lease holder's token, as Redis has them."""
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with here.client.pipeline(transaction=False) as pipe:
             pipe.hget(self._token_key(key), "exp")
             pipe.get(self._lease_key(key))
             exp, holder = await self._call("wait", pipe.execute)

@@ -25,7 +25,7 @@ import pytest
 
 from .support import free_port
 
-__all__ = ["REQUIRE_ENV", "RedisServer", "redis_acl_server", "redis_server"]
+__all__ = ["REQUIRE_ENV", "RULE_COMMANDS", "RedisServer", "redis_acl_server", "redis_server"]
 
 REQUIRE_ENV = "AIOICA_REQUIRE_REDIS"
 STARTUP_BOUND = 10.0  # seconds for a started server to answer
@@ -34,6 +34,7 @@ STOP_BOUND = 5.0  # seconds for a stopped one to exit before it is killed
 ACL_USER = "fleet"
 ACL_PASSWORD = "acl-pw-7b1e0c9d"
 DEFAULT_PASSWORD = "default-pw-42f3a1"
+RULE_COMMANDS = ["+@read", "+@write", "+@scripting", "+@pubsub"]
 
 
 class RedisServer:
@@ -42,7 +43,8 @@ class RedisServer:
     Attributes:
         port: The TCP port, kept across `stop()` and `start()`.
         password: The default user's password, or None for a server without auth.
-        user: An ACL user (name, password) limited to ``~aioica_auth:*``, or None.
+        user: An ACL user (name, password) limited to ``~aioica_auth:*`` and
+            ``&aioica_auth:*``, or None.
     """
 
     def __init__(
@@ -98,9 +100,10 @@ class RedisServer:
             args += ["--requirepass", self.password]
         if self.user:
             name, password = self.user
-            # The rule RedisTokenStore's docstring recommends: its own keys, and reads, writes
-            # and scripts. redis-server quotes an argument holding spaces: given word by word.
-            rule = ["~aioica_auth:*", "+@read", "+@write", "+@scripting", "-@dangerous"]
+            # The rule RedisTokenStore's docstring recommends: its own keys and channels, and
+            # reads, writes, scripts and pub/sub. redis-server quotes an argument holding
+            # spaces: given word by word.
+            rule = ["~aioica_auth:*", "&aioica_auth:*", *RULE_COMMANDS, "-@dangerous"]
             args += ["--user", name, "on", f">{password}", *rule]
         log = (self.directory / "redis.log").open("ab")
         with log:
@@ -188,8 +191,8 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 @pytest.fixture
 def redis_acl_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A started `redis-server` whose default user needs `DEFAULT_PASSWORD`, with the ACL user
-    `ACL_USER` (password `ACL_PASSWORD`) limited to ``~aioica_auth:*`` and to reads, writes
-    and scripts."""
+    `ACL_USER` (password `ACL_PASSWORD`) limited to ``~aioica_auth:*`` and ``&aioica_auth:*``
+    and to reads, writes, scripts and pub/sub."""
     server = RedisServer(
         _executable(), tmp_path, password=DEFAULT_PASSWORD, user=(ACL_USER, ACL_PASSWORD)
     )

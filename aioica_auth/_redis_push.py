@@ -1,0 +1,213 @@
+"""The push side of `RedisTokenStore`: one pattern subscription per store and event loop.
+
+A `Listener` holds a pub/sub connection subscribed to ``{prefix}:*`` and a reader task that
+counts, per store key, the messages the publish and release scripts send on
+``{prefix}:{K}:events``. A waiter takes a `Mark` when it reads a key (no command), and later
+waits for a message newer than its mark: so a publication or release that happened between
+its read and its wait wakes it at once, and one after wakes it as it arrives.
+
+A mark is trusted only while the subscription is up, and was up when the mark was taken:
+every change of the subscription (up, down, up again) starts a new epoch, which wakes every
+waiter (messages may have been lost in between). While it is down, the reader reconnects
+with a backoff (0.1 s doubling to 5 s) and `RedisTokenStore.wait` polls instead.
+
+`loop_guard` closes a loop's share of a store when the loop shuts down: `asyncio.run`,
+`asyncio.Runner` and `SyncTokenManager` all call the loop's `shutdown_asyncgens()` before
+closing it, which closes the guard (an async generator), whose `finally` closes the pub/sub
+connection and the loop's client while the loop can still run them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any
+
+import attrs
+
+__all__ = ["Listener", "Mark", "loop_guard"]
+
+logger = logging.getLogger("aioica_auth")
+
+RETRY_MIN = 0.1  # seconds before the first resubscription after a failure
+RETRY_MAX = 5.0  # ... doubling up to this
+_CANCEL_TRIES = 20  # times 0.1 s: how long `aclose` insists on the reader ending
+
+
+@attrs.frozen
+class Mark:
+    """Where the messages of one key stood at a moment: the epoch (None while the subscription
+    was not up: nothing can be trusted from then) and the key's message count."""
+
+    epoch: int | None
+    seq: int
+
+
+class Listener:
+    """One pattern subscription and its reader task, on the running loop.
+
+    Args:
+        client: The loop's `redis.asyncio.Redis`; the subscription takes a connection of its
+            pool (so it has the client's timeouts, TLS and credentials).
+        pattern: The PSUBSCRIBE pattern (``{prefix}:*``, as an ACL's ``&{prefix}:*`` allows).
+        key_of: The store key a message's channel names, or None for another channel.
+        explain: Why a failure happened, in words that quote neither redis-py nor a password.
+        where: Where the server is, for the log.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        pattern: str,
+        key_of: Callable[[object], str | None],
+        explain: Callable[[Exception], str],
+        where: str,
+    ) -> None:
+        self._client = client
+        self._pattern = pattern
+        self._key_of = key_of
+        self._explain = explain
+        self._where = where
+        self.up = False
+        self.epoch = 0
+        self._seqs: dict[str, int] = {}
+        self._events: dict[str, asyncio.Event] = {}
+        self._warned = False
+        self._task: asyncio.Task[None] | None = None
+        self._settled = asyncio.Event()  # set once it is up, or has failed, for the first time
+
+    def start(self) -> None:
+        """Start the reader task on the running loop (once)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="aioica_auth-redis-push"
+            )
+
+    async def settled(self, within: float) -> None:
+        """Return once the subscription is up or has failed, or after `within` seconds."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._settled.wait()
+
+    def mark(self, key: str) -> Mark:
+        """Where `key`'s messages stand now (it is counted from now on)."""
+        seq = self._seqs.setdefault(key, 0)
+        return Mark(self.epoch if self.up else None, seq)
+
+    def news(self, key: str, mark: Mark) -> bool:
+        """Whether something of `key` may have changed since `mark`: a message came, the
+        subscription changed, or it was not up at the mark."""
+        return mark.epoch != self.epoch or not self.up or self._seqs.get(key, 0) != mark.seq
+
+    async def until_news(self, key: str, mark: Mark, deadline: float) -> None:
+        """Return once `news(key, mark)`, or at `deadline` (loop time) at the latest."""
+        if not self.news(key, mark):
+            await self.sleep(key, deadline)
+
+    async def sleep(self, key: str, deadline: float) -> None:
+        """Sleep until `deadline` (loop time); a message of `key` or a change of the
+        subscription wakes it sooner."""
+        event = self._events.setdefault(key, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await event.wait()
+
+    async def aclose(self) -> None:
+        """Stop the reader and close its connection; the caller's waits return."""
+        task, self._task = self._task, None
+        # Cancelled again until it ends: on Python 3.11, redis-py can swallow a cancellation
+        # that lands as a command is sent, and the reader would then block on its next read.
+        for _ in range(_CANCEL_TRIES):
+            if task is None or task.done():
+                break
+            task.cancel()
+            await asyncio.wait([task], timeout=0.1)
+        self._change(up=False)
+
+    # -- the reader ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = RETRY_MIN
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.psubscribe(self._pattern)
+                while True:
+                    _raise_if_cancelled()
+                    message = await pubsub.get_message(timeout=None)  # blocks: no polling
+                    if message is not None and self._take(message):
+                        delay = RETRY_MIN
+            except Exception as exc:  # noqa: BLE001 - whatever it is, waits poll meanwhile
+                self._failed(exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(2 * delay, RETRY_MAX)
+
+    def _take(self, message: dict[str, Any]) -> bool:
+        """Count one message; whether it confirmed the subscription."""
+        kind = message.get("type")
+        if kind in ("psubscribe", b"psubscribe"):
+            # Also after redis-py reconnected by itself and subscribed again: messages
+            # may have been lost meanwhile, so this is a new epoch.
+            if self._warned:
+                logger.info("Redis at %s: push notifications are back", self._where)
+            self._change(up=True)
+            return True
+        if kind in ("pmessage", b"pmessage"):
+            key = self._key_of(message.get("channel"))
+            if key is not None and key in self._seqs:
+                self._seqs[key] += 1
+                event = self._events.pop(key, None)
+                if event is not None:
+                    event.set()
+        return False
+
+    def _failed(self, exc: Exception) -> None:
+        self._change(up=False)
+        reason = self._explain(exc)
+        if self._warned:
+            logger.debug(
+                "Redis at %s: push notifications still unavailable (%s)", self._where, reason
+            )
+            return
+        self._warned = True
+        # A server that is down or slow is the fleet's warning to give (its commands fail
+        # too); a subscription refused while commands work (an ACL without channels) is ours.
+        quiet = reason in ("connection refused", "connection failed or lost", "timed out")
+        logger.log(
+            logging.INFO if quiet else logging.WARNING,
+            "Redis at %s: push notifications unavailable (%s): waiting by polling until "
+            "they are back",
+            self._where,
+            reason,
+        )
+
+    def _change(self, *, up: bool) -> None:
+        """A new epoch: every waiter wakes and looks again."""
+        self.up = up
+        self.epoch += 1
+        self._settled.set()
+        events, self._events = self._events, {}
+        for event in events.values():
+            event.set()
+
+
+def _raise_if_cancelled() -> None:
+    """Raise CancelledError if this task was cancelled and something swallowed it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def loop_guard(close: Callable[[], Awaitable[None]]) -> AsyncGenerator[None, None]:
+    """An async generator to start (one ``anext``) and keep: when the loop shuts down its
+    async generators, its `finally` awaits `close` on that loop."""
+    try:
+        yield
+    finally:
+        await close()
