@@ -15,6 +15,7 @@ A session built with `auth=` is refused: aiohttp rejects it beside our own `Auth
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email.utils
 import html
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 import aiohttp
 import attrs
 import yarl
+from aiohttp.helpers import basicauth_from_netrc, netrc_from_env
 
 from ._errors import (
     ApiError,
@@ -337,7 +339,7 @@ class HttpCore:
                 method,
                 url,
                 params=list(params) or None,
-                headers=all_headers,
+                headers=await self._headers(url, all_headers),
                 data=data,
                 skip_auto_headers=_NO_CONTENT_TYPE if data is None else None,
                 timeout=self.timeout,
@@ -361,6 +363,16 @@ class HttpCore:
                 raise
             return session_closed(f"{method} {url}")
 
+    async def _headers(self, url: yarl.URL, headers: dict[str, str]) -> dict[str, str]:
+        """`headers` for `session.request`: without the credential where the session takes
+        one from `.netrc` (trust_env=True and an entry for the host), since aiohttp refuses
+        an `Authorization` beside it; our middleware then puts ours in its place."""
+        if not self.session.trust_env or not any(k.lower() in _CREDENTIAL_NAMES for k in headers):
+            return headers
+        if await asyncio.to_thread(netrc_authorization, url.host) is None:
+            return headers
+        return {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_NAMES}
+
     @staticmethod
     def _error(
         status: int,
@@ -374,6 +386,17 @@ class HttpCore:
         """The `ApiError` for an error answer, from its parts (what `request` raises)."""
         answer = _Answer(raw, False, status, None, retry_after)
         return _error(answer, method, url, _with_escapes(secrets), server_time)
+
+
+def netrc_authorization(host: str | None) -> str | None:
+    """The Basic `Authorization` aiohttp takes from `.netrc` (`$NETRC`, `~/.netrc`) for
+    `host` on a session with trust_env=True, or None (blocking: call it in a thread)."""
+    if host is None:
+        return None
+    try:
+        return basicauth_from_netrc(netrc_from_env(), host).encode()
+    except LookupError:
+        return None
 
 
 def _only_our_credentials(headers: Mapping[str, str]) -> aiohttp.ClientMiddlewareType:

@@ -9,15 +9,22 @@ per hop: the bearer goes only to the scheme, host and port of the manager's base
 a presigned storage URL or a cross-origin redirect target. A body that cannot be replayed (a
 consumed stream) gets the 401 back. Token endpoints are called with their own middlewares, so
 this never recurses.
+
+A session with `trust_env=True` (for proxies) also takes a `.netrc` entry for the host as a
+Basic `Authorization`, before any middleware runs. That one is not the caller's: for the
+manager's origin the bearer replaces it (a request with an `Authorization` the caller set
+itself is still left alone).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import aiohttp
 import yarl
 
+from ._http import netrc_authorization
 from ._lease import LeaseSource
 from ._recovery import Recovery, origin
 
@@ -51,7 +58,16 @@ class BearerMiddleware:
         self, request: aiohttp.ClientRequest, handler: ClientHandlerType
     ) -> aiohttp.ClientResponse:
         """Run one request (one redirect hop) through the middleware."""
-        if not self._recovery.applies(_origin(request.url), request.headers.get(_AUTHORIZATION)):
+        authorization = request.headers.get(_AUTHORIZATION)
+        target = _origin(request.url)
+        if (
+            authorization is not None
+            and authorization.startswith("Basic ")
+            and target == self._recovery.origin
+            and await asyncio.to_thread(netrc_authorization, request.url.host) == authorization
+        ):
+            authorization = None  # the environment's, not the caller's: the bearer wins
+        if not self._recovery.applies(target, authorization):
             return await handler(request)
         response: aiohttp.ClientResponse | None = None
 
