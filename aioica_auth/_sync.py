@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import os
 import threading
 import warnings
@@ -30,8 +31,10 @@ from ._token import Token
 
 __all__ = ["SyncTokenManager"]
 
+logger = logging.getLogger("aioica_auth")
+
 _T = TypeVar("_T")
-_JOIN_TIMEOUT = 5.0  # seconds close() waits for the loop thread to end
+_JOIN_TIMEOUT = 5.0  # seconds close() waits beyond the manager's close, and for the thread
 _MARGIN = 5.0  # seconds beyond acquire_timeout a caller waits for the loop thread's answer
 
 _live: weakref.WeakSet[SyncTokenManager] = weakref.WeakSet()
@@ -132,6 +135,12 @@ class SyncTokenManager:
     def close(self) -> None:
         """Close the manager, stop its loop and join its thread (idempotent).
 
+        Returns once the manager is closed, within the close's own bound: a console
+        `revoke_on_close` takes `request_timeout + 1` seconds at most, and the loop gets
+        5 s more to end. A close that overruns even that is cancelled (the manager's session
+        is still closed), and so is anything left on the loop: nothing the manager owns
+        outlives `close()`.
+
         Raises:
             RuntimeError: called inside a running event loop.
         """
@@ -146,9 +155,13 @@ class SyncTokenManager:
             self._open = False
         if self._forked:
             return  # the thread and loop belong to the parent process
+        bound = self._manager.policy.request_timeout + 1 + _JOIN_TIMEOUT
+        future = asyncio.run_coroutine_threadsafe(self._manager.aclose(), self._loop)
         try:
-            future = asyncio.run_coroutine_threadsafe(self._manager.aclose(), self._loop)
-            future.result(timeout=_JOIN_TIMEOUT)
+            future.result(timeout=bound)
+        except concurrent.futures.TimeoutError:
+            logger.warning("closing the token manager took over %g s: cancelled", bound)
+            future.cancel()  # `_run` awaits the cancelled close before the loop closes
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=_JOIN_TIMEOUT)
@@ -241,5 +254,10 @@ def _run(loop: asyncio.AbstractEventLoop) -> None:
     try:
         loop.run_forever()
     finally:
+        # What a cancelled close left: cancel it and let it finish (its `finally` closes).
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()

@@ -182,3 +182,27 @@ async def test_from_environment_finds_the_icav2_names(server: LocalIcaServer) ->
         await in_thread(m.close)
     assert headers["Authorization"].startswith("Bearer ey")
     assert server.counts["ica.create"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_close_waits_out_a_slow_revoke_and_leaves_nothing_behind(
+    server: LocalIcaServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A console revoke_on_close whose revoke hangs: its own bound is request_timeout + 1 =
+    7 s, beyond the 5 s that close() used to wait (a bare TimeoutError, an unclosed session
+    and a pending task). Now close() returns once the manager is closed, with the revoke's
+    failure logged."""
+    m = SyncTokenManager.for_console(
+        ApiKey(server.api_key), base_url=server.base_url, revoke_on_close=True, request_timeout=6
+    )
+    await in_thread(m.token)
+    server.inject("console.revoke", kind="hang")
+    started = time.monotonic()
+    await in_thread(m.close)  # no TimeoutError
+    took = time.monotonic() - started
+    assert 6 <= took <= 6 + 1 + 5, took
+    assert m.closed
+    assert not m._thread.is_alive()
+    assert m._loop.is_closed()
+    assert any("revoking token" in r.getMessage() for r in caplog.records)
