@@ -1,4 +1,8 @@
-"""The push side of `RedisTokenStore`: one pattern subscription per store and event loop.
+"""`RedisTokenStore`'s event loops and push: per loop a client and a pattern subscription.
+
+`Loops` keeps a store's `Share` of each event loop that uses it: the loop's client (a URL's
+store builds one per loop; a caller's client serves the first loop only), its scripts, and a
+`Listener`.
 
 A `Listener` holds a pub/sub connection subscribed to ``{prefix}:*`` and a reader task that
 counts, per store key, the messages the publish and release scripts send on
@@ -23,18 +27,23 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable
+import threading
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any
 
 import attrs
 
-__all__ = ["Listener", "Mark", "loop_guard"]
+from ._store import TokenStoreError
+
+__all__ = ["Listener", "Loops", "Mark", "Share", "loop_guard"]
 
 logger = logging.getLogger("aioica_auth")
 
 RETRY_MIN = 0.1  # seconds before the first resubscription after a failure
 RETRY_MAX = 5.0  # ... doubling up to this
 _CANCEL_TRIES = 20  # times 0.1 s: how long `aclose` insists on the reader ending
+SETTLE = 0.5  # seconds a store's first use on a loop waits at most for its subscription
 
 
 @attrs.frozen
@@ -211,3 +220,137 @@ async def loop_guard(close: Callable[[], Awaitable[None]]) -> AsyncGenerator[Non
         yield
     finally:
         await close()
+
+
+class Share:
+    """What a store holds on one event loop: a client, its scripts, a `Listener`.
+
+    Args:
+        client: The loop's `redis.asyncio.Redis`.
+        owned: Whether closing the share closes the client (the store built it).
+        listener: The subscription, on `client`.
+        register: `client.register_script`.
+        scripts: Lua sources: `scripts[i]` becomes ``self.scripts[i]``.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        owned: bool,
+        listener: Listener,
+        register: Callable[[str], Any],
+        scripts: Iterable[str],
+    ) -> None:
+        self.client = client
+        self.owned = owned
+        self.listener = listener
+        self.scripts = [register(source) for source in scripts]
+        self.guard: AsyncGenerator[None, None] | None = None
+        self._closing: asyncio.Future[None] | None = None
+
+    async def aclose(self) -> None:
+        """Stop the subscription and close the client if it is the store's (once; a second
+        caller awaits the first)."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        await self.listener.aclose()
+        if self.owned:
+            try:
+                await self.client.aclose()
+            except Exception:  # noqa: BLE001 - closing: nothing to report, nothing to leak
+                logger.debug("closing a Redis client failed")
+
+
+class Loops:
+    """A store's `Share` per event loop; thread-safe.
+
+    Args:
+        first: The client built with the store (a URL's, or the caller's): the first loop's.
+        owned: Whether the store built it (from a URL): then each other loop gets a client
+            from `build`; else a second loop is refused.
+        build: A new client for another loop.
+        share: The `Share` of a client on the running loop.
+    """
+
+    def __init__(
+        self,
+        first: Any,
+        owned: bool,
+        build: Callable[[], Any],
+        share: Callable[[Any], Share],
+    ) -> None:
+        self._spare: Any = first
+        self._owned = owned
+        self._build = build
+        self._share = share
+        self._home: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self.shares: dict[asyncio.AbstractEventLoop, Share] = {}
+        self._lock = threading.Lock()
+
+    async def here(self) -> Share:
+        """The running loop's share, made (and its subscription awaited, for `SETTLE`
+        seconds at most) on its first use there.
+
+        Raises:
+            TokenStoreError: a caller's client, and not the loop that first used it.
+        """
+        loop = asyncio.get_running_loop()
+        share = self.shares.get(loop)
+        if share is not None:
+            return share
+        with self._lock:
+            self._forget_closed()
+            share = self.shares[loop] = self._share(self._client_for(loop))
+
+        async def closing() -> None:
+            with self._lock:
+                if self.shares.get(loop) is share:
+                    del self.shares[loop]
+            await share.aclose()
+
+        # Registered with the loop, which closes it as it shuts down. Started before any
+        # await, so a cancelled first use cannot leave a share that nothing closes.
+        share.guard = loop_guard(closing)
+        await anext(share.guard)
+        share.listener.start()
+        # Its first marks are worth something only once it is up: a first use waits for it
+        # (about a round trip, beside the command's own connection), within a bound.
+        await share.listener.settled(SETTLE)
+        return share
+
+    async def aclose(self) -> None:
+        """Close the running loop's share (and the first client, if never used)."""
+        with self._lock:
+            share = self.shares.pop(asyncio.get_running_loop(), None)
+            self._forget_closed()
+            spare, self._spare = self._spare, None
+        if share is not None:
+            await share.aclose()
+            if share.guard is not None:
+                await share.guard.aclose()
+        if spare is not None and self._owned:
+            await spare.aclose()  # never used: no connection, nothing to fail
+
+    def _client_for(self, loop: asyncio.AbstractEventLoop) -> Any:
+        if not self._owned:
+            if self._home is not None and self._home() is not loop:
+                msg = (
+                    "this RedisTokenStore was given a redis.asyncio.Redis client, which is "
+                    "bound to the event loop it was first used on, and is used from another "
+                    "loop: give each loop its own store, or build the store from a URL"
+                )
+                raise TokenStoreError(msg)
+            self._home = weakref.ref(loop)
+            return self._spare
+        client, self._spare = self._spare, None
+        return client if client is not None else self._build()
+
+    def _forget_closed(self) -> None:
+        """Drop the shares of loops closed without shutting down their async generators
+        (their connections cannot be closed on a closed loop). Under the lock."""
+        for loop in [loop for loop in self.shares if loop.is_closed()]:
+            del self.shares[loop]
+            logger.debug("RedisTokenStore: dropped the client of a closed event loop")

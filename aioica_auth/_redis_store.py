@@ -21,9 +21,7 @@ than the new one. No Redis exception leaves this module: each becomes a `TokenSt
 whose message says why in words and whose cause is a fresh builtin error, never redis-py's
 (whose frames hold the connection, the password among its fields).
 
-Waiting is pushed (`_redis_push`): one PSUBSCRIBE per store and event loop, and a wait costs
-no command unless the subscription is down. What a store holds is per event loop (client,
-scripts, subscription), so one store serves any number of loops (threads, `asyncio.run`s).
+Waiting is pushed, and what a store holds is per event loop (`_redis_push`).
 """
 
 from __future__ import annotations
@@ -36,16 +34,14 @@ import math
 import random
 import re
 import secrets
-import threading
 import time
 import warnings
-import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from ._redis_push import Listener, Mark, loop_guard
+from ._redis_push import Listener, Loops, Mark, Share
 from ._store import TokenStoreError
 
 if TYPE_CHECKING:
@@ -70,8 +66,6 @@ _RETRIES = 1
 # to 1 s apart (jittered, so a fleet does not poll in step).
 POLL_FIRST = 0.05
 POLL_MAX = 1.0
-# A store's first use on a loop waits this long at most for its subscription.
-_SETTLE = 0.5
 # A lapsed lease is waited for this long past its PTTL (rounded to ms by Redis).
 _LAPSE = 0.01
 
@@ -114,40 +108,12 @@ class _Lease:
         return f"<lease {self.name}>"
 
 
-class _Here:
-    """What a store holds on one event loop: a client, its scripts, a subscription."""
-
-    def __init__(self, client: Any, owned: bool, listener: Listener) -> None:
-        self.client = client
-        self.owned = owned
-        self.listener = listener
-        self.publish = client.register_script(_PUBLISH)
-        self.release = client.register_script(_RELEASE)
-        self.guard: AsyncGenerator[None, None] | None = None
-        self._closing: asyncio.Future[None] | None = None
-
-    async def aclose(self) -> None:
-        """Stop the subscription and close the client if it is the store's (once; a second
-        caller awaits the first)."""
-        if self._closing is None:
-            self._closing = asyncio.ensure_future(self._close())
-        await asyncio.shield(self._closing)
-
-    async def _close(self) -> None:
-        await self.listener.aclose()
-        if self.owned:
-            try:
-                await self.client.aclose()
-            except Exception:  # noqa: BLE001 - closing: nothing to report, nothing to leak
-                logger.debug("closing a Redis client failed")
-
-
 @attrs.frozen
 class _Seen:
     """A task's last look at a key (its read, or its failed acquire): where the key's
     messages stood then, and when the lease it found must have lapsed (loop time)."""
 
-    here: _Here
+    here: Share
     key: str
     mark: Mark
     lease_end: float = math.inf
@@ -172,17 +138,12 @@ class RedisTokenStore:
     channels the store still works, and waiters poll (one warning says so). Nothing of an
     entry, and no password, is ever logged or put in an error.
 
-    Keys: ``{prefix}:{K}:token``, ``{prefix}:{K}:lease`` and the channel
-    ``{prefix}:{K}:events``, where ``K`` is the store key; ``{K}`` is a Redis Cluster hash
-    tag, so the three of one credential share a slot, hence a node of a Redis Cluster (the
-    scripts touch one key each; the channel is an argument, and a cluster broadcasts PUBLISH,
-    so a pattern subscription on any node hears it).
-
-    Writes are atomic: the lease is ``SET {prefix}:{K}:lease <random> NX PX <ttl>`` and is
-    released by a compare-and-delete script; publishing replaces the entry (a hash of ``exp``
-    and ``entry``) only if the stored token expires earlier (the JWT's `exp` is the fencing
-    token), and gives the hash an expiry at that `exp`, so an entry vanishes by itself when
-    its token dies. Publishing and releasing announce themselves on the key's channel.
+    Keys (see the module): ``{prefix}:{K}:token`` and ``{prefix}:{K}:lease``, and the channel
+    ``{prefix}:{K}:events``; ``{K}``, the store key, is a Redis Cluster hash tag, so the three
+    of one credential share a slot, hence a node (the scripts touch one key each; a cluster
+    broadcasts PUBLISH). Writes are atomic (`SET NX PX`, Lua scripts); an entry replaces
+    another only if its token expires later (the JWT's `exp` is the fencing token), and
+    expires from Redis with its token.
 
     Waiting is pushed: the store holds one pattern subscription per event loop (its own
     connection, made when the store is first used on that loop) and `wait` returns as soon as
@@ -242,10 +203,7 @@ class RedisTokenStore:
         else:
             msg = f"a Redis URL or a redis.asyncio.Redis, not {type(client_or_url).__name__}"
             raise TypeError(msg)
-        self._spare: redis.asyncio.Redis | None = client  # the first loop's client
-        self._home: weakref.ref[asyncio.AbstractEventLoop] | None = None  # a caller's client's
-        self._loops: dict[asyncio.AbstractEventLoop, _Here] = {}
-        self._lock = threading.Lock()
+        self._loops = Loops(client, self._owned, self._new_client, self._share)
         self._shown, self._where = _where(client)
         self._pattern = _GLOB.sub(r"\\\1", prefix) + ":*"
 
@@ -320,7 +278,7 @@ class RedisTokenStore:
             raise ValueError(msg)
         here = await self._here()
         args = [handle.token, self._channel(key)]
-        freed = await self._call("release", lambda: here.release(keys=[handle.name], args=args))
+        freed = await self._call("release", lambda: here.scripts[1](keys=[handle.name], args=args))
         logger.debug("store lease %s…: %s", key[:8], "released" if freed else "had run out")
 
     async def publish(self, key: str, entry: bytes, *, expires_at: float) -> bool:
@@ -346,7 +304,7 @@ class RedisTokenStore:
             return False
         args: list[bytes | str | int] = [repr(float(expires_at)), entry, ms, self._channel(key)]
         stored = bool(
-            await self._call("publish", lambda: here.publish([self._token_key(key)], args))
+            await self._call("publish", lambda: here.scripts[0]([self._token_key(key)], args))
         )
         logger.debug(
             "store entry %s…: %s", key[:8], "published" if stored else "a later one is stored"
@@ -370,13 +328,13 @@ class RedisTokenStore:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        here = await self._here()
-        listener = here.listener
         try:
             # The timeout cuts a hung call short. It is not the only check of the deadline:
             # on Python 3.11, redis-py can swallow a cancellation that lands as a command is
             # sent, and then the call simply returns.
             async with asyncio.timeout_at(deadline):
+                here = await self._here()
+                listener = here.listener
                 seen = _SEEN.get()
                 if seen is not None and seen.here is here and seen.key == key:
                     mark, deadline = seen.mark, min(deadline, seen.lease_end)
@@ -402,17 +360,7 @@ class RedisTokenStore:
         if the store built it (from a URL; a caller's client stays open). Other loops' are
         closed as those loops shut down. Idempotent; the store is unusable after."""
         self._closed = True
-        with self._lock:
-            here = self._loops.pop(asyncio.get_running_loop(), None)
-            self._forget_closed_loops()
-        if here is not None:
-            await here.aclose()
-            if here.guard is not None:
-                await here.guard.aclose()
-        elif self._spare is not None:
-            spare, self._spare = self._spare, None
-            if self._owned:
-                await spare.aclose()  # never used: no connection, nothing to fail
+        await self._loops.aclose()
 
     def _token_key(self, key: str) -> str:
         return f"{self._prefix}:{{{key}}}:token"
@@ -432,70 +380,28 @@ class RedisTokenStore:
             return channel[len(head) : -len(tail)]
         return None
 
-    async def _here(self) -> _Here:
+    async def _here(self) -> Share:
         """What this store holds on the running loop, made on its first use there."""
         if self._closed:
             msg = f"{self!r} is closed"
             raise RuntimeError(msg)
-        loop = asyncio.get_running_loop()
-        here = self._loops.get(loop)
-        if here is not None:
-            return here
-        with self._lock:
-            self._forget_closed_loops()
-            client = self._client_for(loop)
-            listener = Listener(client, self._pattern, self._key_of, self._reason, self._where)
-            here = self._loops[loop] = _Here(client, self._owned, listener)
-        listener.start()
-        # Its first marks are worth something only once it is up: a first use waits for it
-        # (about a round trip, beside the command's own connection), within a bound.
-        await listener.settled(_SETTLE)
+        return await self._loops.here()
 
-        async def closing() -> None:
-            with self._lock:
-                if self._loops.get(loop) is here:
-                    del self._loops[loop]
-            await here.aclose()
-
-        # Registered with the loop, which closes it as it shuts down (see _redis_push).
-        here.guard = loop_guard(closing)
-        await anext(here.guard)
-        return here
-
-    def _client_for(self, loop: asyncio.AbstractEventLoop) -> redis.asyncio.Redis:
-        if not self._owned:
-            home = self._home() if self._home is not None else None
-            if self._home is not None and home is not loop:
-                msg = (
-                    "this RedisTokenStore was given a redis.asyncio.Redis client, which is "
-                    "bound to the event loop it was first used on, and is used from another "
-                    "loop: give each loop its own store, or build the store from a URL"
-                )
-                raise TokenStoreError(msg)
-            self._home = weakref.ref(loop)
-            assert self._spare is not None
-            return self._spare
-        if self._spare is not None:
-            client, self._spare = self._spare, None
-            return client
-        assert self._url is not None
-        built = _from_url(self._url)
+    def _new_client(self) -> redis.asyncio.Redis:
+        built = _from_url(self._url or "")
         assert built is not None  # parsed once already
         return built
 
-    def _forget_closed_loops(self) -> None:
-        """Drop what loops closed without shutting down their async generators left (their
-        connections cannot be closed on a closed loop); the caller holds the lock."""
-        for loop in [loop for loop in self._loops if loop.is_closed()]:
-            del self._loops[loop]
-            logger.debug("RedisTokenStore: dropped the client of a closed event loop")
+    def _share(self, client: Any) -> Share:
+        listener = Listener(client, self._pattern, self._key_of, self._reason, self._where)
+        return Share(client, self._owned, listener, client.register_script, (_PUBLISH, _RELEASE))
 
     def _reason(self, exc: Exception) -> str:
         from redis import exceptions
 
         return _describe(exc, exceptions)[0]
 
-    async def _poll(self, here: _Here, key: str, deadline: float) -> None:
+    async def _poll(self, here: Share, key: str, deadline: float) -> None:
         """Poll the entry's `exp` and the lease until either changes or the lease is free,
         the subscription changes, or `deadline` (loop time); backing off (`POLL_FIRST` to
         `POLL_MAX`)."""
@@ -513,7 +419,7 @@ class RedisTokenStore:
                 return
             delay = min(2 * delay, POLL_MAX)
 
-    async def _state(self, here: _Here, key: str) -> tuple[bytes | None, bytes | None]:
+    async def _state(self, here: Share, key: str) -> tuple[bytes | None, bytes | None]:
         """The stored entry's `exp` and the lease holder's token, as Redis has them."""
         async with here.client.pipeline(transaction=False) as pipe:
             pipe.hget(self._token_key(key), "exp")

@@ -44,7 +44,7 @@ async def until(predicate: Callable[[], bool], limit: float = 10.0) -> float:
 
 def subscribed(store: RedisTokenStore) -> bool:
     """Whether `store`'s subscription on the running loop is up."""
-    here = store._loops.get(asyncio.get_running_loop())
+    here = store._loops.shares.get(asyncio.get_running_loop())
     return here is not None and here.listener.up
 
 
@@ -163,7 +163,9 @@ async def test_news_since_the_read_ends_the_wait_at_once(redis_server: RedisServ
         assert await waiter.read(key) is None
         assert await waiter.acquire(key, 60) is None
         assert await holder.publish(key, b"e", expires_at=time.time() + 60)
-        await until(lambda: waiter._loops[asyncio.get_running_loop()].listener._seqs[key] > 0)
+        await until(
+            lambda: waiter._loops.shares[asyncio.get_running_loop()].listener._seqs[key] > 0
+        )
         started = time.monotonic()
         await waiter.wait(key, 10)
         assert time.monotonic() - started < 1.0
@@ -340,7 +342,7 @@ def test_one_url_store_on_many_loops(redis_server: RedisServer) -> None:
     for _ in range(2):
         _cycles(store, key, 3)
     gc.collect()  # a leaked transport would warn now (an error here)
-    assert store._loops == {}
+    assert store._loops.shares == {}
     assert _connections(redis_server.url) == 0
     asyncio.run(store.aclose())
 

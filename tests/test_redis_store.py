@@ -394,7 +394,7 @@ async def test_wait_returns_soon_after_news(
             await other.publish(key, b"new", expires_at=time.time() + 60)
 
     async def subscribed() -> bool:
-        return store._loops[asyncio.get_running_loop()].listener.up
+        return store._loops.shares[asyncio.get_running_loop()].listener.up
 
     await until(subscribed)
     started = time.monotonic()
