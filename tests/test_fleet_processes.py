@@ -104,13 +104,15 @@ async def test_eight_processes_share_one_token_over_three_lifetimes(
         results = [await collect(p) for p in procs]
         creates = srv.counts["ica.create"]
     print(f"{kind}: {creates} mints; per worker", [(r["mints"], r["shared"]) for r in results])
-    assert creates <= 3 + 1, (creates, [r["mints"] for r in results])
+    # Four tokens when the workers start on time; three when a busy machine starts them late
+    # (the last renewal then falls after `until`). Never one per worker.
+    assert 3 <= creates <= 3 + 1, (creates, [r["mints"] for r in results])
     assert sum(r["mints"] for r in results) == creates
     for r in results:
         assert set(r["statuses"]) == {"200"}, r["statuses"]  # no 401, no error
         assert r["statuses"]["200"] > 50
         assert r["expired"] == 0
-        assert r["shared"] + r["mints"] >= 4
+        assert r["shared"] + r["mints"] >= creates - 1  # every token, but one near the end
         assert find_secret(r["stderr"] + json.dumps(r["warnings"]), [srv.api_key]) is None
 
 
