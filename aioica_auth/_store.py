@@ -3,8 +3,8 @@
 A store knows nothing of tokens: it keeps one opaque entry (bytes) per key, and a short
 exclusive lease per key that says "I am renewing this one". The managers do the rest
 (`_fleet.SharedSource`): read the entry, adopt it if it passes their own validity rules, else
-take the lease, read again, mint, publish, release. Waiters poll (`wait`) until the entry
-changes or the lease is free, within a bounded time.
+take the lease, read again, mint, publish, release. Waiters `wait` (a store pushes, or
+polls) until the entry changes or the lease is free, within a bounded time.
 
 Keys are derived here, never from a secret itself: a PBKDF2-HMAC-SHA256 of the platform, base
 URL, credential and every option that changes the token, under a domain-separation label, so
