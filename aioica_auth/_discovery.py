@@ -33,6 +33,7 @@ sources are named by variable, file and key.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Mapping
@@ -41,9 +42,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ._credentials import Credential, Jwt
-from ._discovery_files import DiscoveryError, Note, host_url, private_file_note
+from ._discovery_files import DiscoveryError, Note, expired, host_url, private_file_note
 from ._discovery_search import CONSOLE, ICA, Search, home_of
 from ._http import check_base_url
+from ._store import TokenStore
 
 if TYPE_CHECKING:
     from ._manager import TokenManager
@@ -52,12 +54,16 @@ __all__ = [
     "DiscoveredCredentials",
     "DiscoveryError",
     "Note",
+    "credential_source",
     "discover",
     "discover_credentials",
+    "given_jwt_problem",
     "host_url",
     "manager_from_environment",
     "private_file_note",
 ]
+
+logger = logging.getLogger("aioica_auth")
 
 
 @attrs.frozen
@@ -154,6 +160,39 @@ def discover_credentials(
     return found
 
 
+def credential_source(found: DiscoveredCredentials) -> str:
+    """Where `found.credential` came from (`ICAV2_ACCESS_TOKEN (environment)`, ...)."""
+    head, _, _ = found.source.removeprefix("credential: ").partition("; base URL: ")
+    return head
+
+
+_GET_A_KEY = "or set ICAV2_X_API_KEY (an API key) so that tokens are minted as they are needed"
+
+
+def given_jwt_problem(found: DiscoveredCredentials) -> str | None:
+    """Why the JWT found (`found.credential` a `Jwt`) cannot be used now, or None.
+
+    The message names where it came from (the variable or file: `.source`) and what to do;
+    never the token.
+    """
+    if not isinstance(found.credential, Jwt):
+        return None
+    where = credential_source(found)
+    why = expired(found.credential.token)
+    if why is None:
+        return None
+    if why == "not a JWT":
+        return (
+            f"{where} does not hold a JWT (it does not decode as one): set it to the token "
+            f"itself, {_GET_A_KEY}"
+        )
+    when = why.removeprefix("expired at ")
+    return (
+        f"the JWT in {where} has expired (at {when}), and an expired JWT cannot be renewed: "
+        f"export a fresh one (from the icav2 CLI or your token minter), {_GET_A_KEY}"
+    )
+
+
 def manager_from_environment(
     cls: type[TokenManager],
     *,
@@ -166,20 +205,43 @@ def manager_from_environment(
 
     A `base_url` keyword wins over the discovered one (and names the session file to read).
 
+    A JWT found (`ICAV2_ACCESS_TOKEN`, what wrapica and the UMCCR tools export, or the icav2
+    CLI's session file) with a `store`: the manager is built without the store, with one
+    warning log line saying why. A store shares what a credential mints, and a JWT is one
+    token that every process of the fleet already has from the same environment: there is
+    nothing to share, and refusing would make the same code (`store=...`) fail where the
+    environment holds a JWT instead of a key.
+
     Raises:
-        IcaError: (a `DiscoveryError`) as for `discover_credentials`; also a console JWT
+        IcaError: (a `DiscoveryError`) as for `discover_credentials`; a JWT that does not
+            decode or has expired (naming where it came from); also a console JWT
             (`ICA_ACCESS_TOKEN`), which a console manager cannot renew.
     """
     given = kwargs.pop("base_url", None)
     base_url = None if given is None else (given, "the base_url argument")
     found, notes = discover(console=console, environ=environ, home=home, base_url=base_url)
     _emit(notes, stacklevel=3)
-    if not console:
-        return cls.for_ica(found.credential, base_url=found.base_url, **kwargs)
-    if isinstance(found.credential, Jwt):
+    credential = found.credential
+    if not isinstance(credential, Jwt):
+        if console:
+            return cls.for_console(credential, base_url=found.base_url, **kwargs)
+        return cls.for_ica(credential, base_url=found.base_url, **kwargs)
+    if console:
         msg = (
             f"the console credential found is a JWT ({found.source}): a console manager "
             "cannot renew one; set ICAV2_X_API_KEY (an API key) for it"
         )
         raise DiscoveryError(msg)
-    return cls.for_console(found.credential, base_url=found.base_url, **kwargs)
+    problem = given_jwt_problem(found)
+    if problem is not None:
+        raise DiscoveryError(problem)
+    if isinstance(kwargs.get("store"), TokenStore):
+        del kwargs["store"]
+        logger.warning(
+            "from_environment: the credential found is a JWT (%s), so the manager is built "
+            "without the store: a store shares the tokens a credential mints, and every "
+            "process already has this one token; set ICAV2_X_API_KEY (an API key) to share "
+            "minted tokens",
+            credential_source(found),
+        )
+    return cls.for_ica(credential, base_url=found.base_url, **kwargs)

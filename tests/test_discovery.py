@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -293,9 +295,17 @@ def test_empty_config_file_is_no_settings(tmp_path: Path) -> None:
 
 
 def test_unreadable_config_file(tmp_path: Path) -> None:
-    """A config.yaml that cannot be read is an error naming the file and the reason."""
+    """A config.yaml that cannot be read is an error naming the file and the reason (here
+    ICAV2_CONFIG_DIR is a file; a directory at config.yaml is in the test after this one)."""
+    not_a_dir = write(tmp_path / "not-a-dir", "")
+    with pytest.raises(DiscoveryError, match=r"cannot read .*config\.yaml: Not a directory"):
+        found({"ICAV2_CONFIG_DIR": str(not_a_dir)}, tmp_path)
+
+
+def test_config_directory_is_refused(tmp_path: Path) -> None:
+    """A directory where config.yaml should be: refused, saying what it is."""
     (tmp_path / ".icav2" / "config.yaml").mkdir(parents=True)
-    with pytest.raises(DiscoveryError, match=r"cannot read .*config\.yaml: Is a directory"):
+    with pytest.raises(DiscoveryError, match=r"config\.yaml is a directory, not a regular file"):
         found({}, tmp_path)
 
 
@@ -562,3 +572,194 @@ def test_from_environment_nothing_found(tmp_path: Path) -> None:
     """Nothing found: the same error as discover_credentials, before any manager exists."""
     with pytest.raises(IcaError, match="no ICA v2 credentials found"):
         TokenManager.from_environment(environ={}, home=tmp_path)
+
+
+# -- files that are not regular, nested, or unconstructible (issue 19, item 5) ---------------
+
+# Discovery in a child process, so that a FIFO that blocks `open` fails the test (the child is
+# killed at the timeout) instead of hanging the suite.
+_DISCOVER_IN_CHILD = """
+import sys
+from aioica_auth import IcaError, discover_credentials
+try:
+    found = discover_credentials()
+except IcaError as exc:
+    print(f"{type(exc).__name__}: {exc}")
+    sys.exit(3)
+print(found.source)
+"""
+
+
+def _discover_in_child(monkeypatch: pytest.MonkeyPatch, home: Path, **env: str) -> tuple[int, str]:
+    """`discover_credentials()` in a child with HOME at `home` and only `env` of the ICA
+    variables: (exit status, stdout + stderr); the child is killed after 20 s."""
+    monkeypatch.setenv("HOME", str(home))
+    for name in list(os.environ):
+        if name.startswith("ICA"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    done = subprocess.run(
+        [sys.executable, "-c", _DISCOVER_IN_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_fifo_config_is_never_read_when_the_environment_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FIFO at ~/.icav2/config.yaml with the key and the base URL in the environment: the
+    config is not opened at all (opening it would be refused: success proves it)."""
+    (tmp_path / ".icav2").mkdir()
+    os.mkfifo(tmp_path / ".icav2" / "config.yaml")
+    status, output = _discover_in_child(
+        monkeypatch, tmp_path, ICAV2_X_API_KEY=KEY, ICAV2_BASE_URL=ICA_BASE_URL
+    )
+    assert status == 0, output
+    assert output.startswith("credential: ICAV2_X_API_KEY (environment); base URL: ICAV2_BASE_URL")
+
+
+@pytest.mark.parametrize(
+    ("env", "fifo"),
+    [
+        pytest.param({"ICAV2_X_API_KEY": KEY}, "config.yaml", id="key-set-server-url-wanted"),
+        pytest.param({}, "config.yaml", id="nothing-set"),
+        pytest.param({}, ".session.ica.yaml", id="session-file"),
+    ],
+)
+def test_fifo_is_refused_not_waited_on(
+    env: dict[str, str], fifo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FIFO where discovery must read a file (the config's server-url when the environment
+    has no base URL; the session file) is refused at once, naming the file: before, `open`
+    blocked forever waiting for a writer, even with ICAV2_X_API_KEY set."""
+    directory = tmp_path / ".icav2"
+    write(directory / "config.yaml", "colormode: none\n")
+    (directory / fifo).unlink(missing_ok=True)
+    os.mkfifo(directory / fifo)
+    status, output = _discover_in_child(monkeypatch, tmp_path, **env)
+    assert status == 3, output
+    assert output.strip() == (
+        f"DiscoveryError: {directory / fifo} is a named pipe (FIFO), not a regular file: "
+        "settings are read from regular files only (never waited on)"
+    )
+    assert KEY not in output
+
+
+def test_deeply_nested_config_is_a_discovery_error(tmp_path: Path) -> None:
+    """A config nested past Python's recursion limit is the discovery's own error with the
+    reason (it was a bare RecursionError: the CLI said "unexpected RecursionError")."""
+    depth = 100_000
+    path = config(tmp_path, "x-api-key: " + "[" * depth + "]" * depth + "\n")
+    with pytest.raises(DiscoveryError) as caught:
+        found({"ICAV2_X_API_KEY": KEY}, tmp_path)
+    assert str(caught.value) == f"{path} is nested too deeply to be a config file"
+    assert isinstance(caught.value, IcaError)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(f"x-api-key: !!float {FILE_KEY}\n", id="float-tag-on-the-key"),
+        pytest.param(f"x-api-key: !!int {FILE_KEY}\n", id="int-tag-on-the-key"),
+        pytest.param("server-url: 2001-13-14\n", id="impossible-date"),
+    ],
+)
+def test_unconstructible_value_is_a_discovery_error(text: str, tmp_path: Path) -> None:
+    """A value PyYAML's constructors refuse with a ValueError (which quotes the text, here
+    the key) is the discovery's error, naming the file and the exception, never the value."""
+    path = config(tmp_path, text)
+    with pytest.raises(DiscoveryError) as caught:
+        found({}, tmp_path)
+    message = str(caught.value)
+    assert message == f"{path} holds a value that cannot be read as YAML data (ValueError)"
+    assert caught.value.__cause__ is None
+    assert caught.value.__context__ is None
+    assert find_secret(message, [FILE_KEY]) is None
+
+
+# -- from_environment with a JWT (issue 19, items 5 and 8) -----------------------------------
+
+
+class _UntouchedStore:
+    """A `TokenStore` whose every method fails the test: it must not be used."""
+
+    async def read(self, key: str) -> bytes | None:
+        raise AssertionError("read")
+
+    async def acquire(self, key: str, ttl: float) -> object | None:
+        raise AssertionError("acquire")
+
+    async def release(self, key: str, handle: object) -> None:
+        raise AssertionError("release")
+
+    async def publish(self, key: str, entry: bytes, *, expires_at: float) -> bool:
+        raise AssertionError("publish")
+
+    async def wait(self, key: str, within: float) -> None:
+        raise AssertionError("wait")
+
+    async def aclose(self) -> None:
+        raise AssertionError("aclose")
+
+
+async def test_from_environment_jwt_with_a_store_is_built_without_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ICAV2_ACCESS_TOKEN (what wrapica and the UMCCR tools export) with `store=`: the manager
+    is built without the store (there is one given token, nothing minted to share), with one
+    warning naming the variable; it was a TypeError, so `store=...` code failed wherever the
+    environment held a JWT instead of a key."""
+    jwt_ = make_jwt(lifetime=3600)
+    environ = {"ICAV2_ACCESS_TOKEN": jwt_, "ICAV2_BASE_URL": "https://nowhere.invalid/ica/rest"}
+    store = _UntouchedStore()
+    manager = TokenManager.from_environment(environ=environ, home=tmp_path, store=store)
+    async with manager:
+        assert (await manager.token()).value == jwt_  # the given token: no request, no store
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1
+    message = warned[0].getMessage()
+    assert "ICAV2_ACCESS_TOKEN (environment)" in message
+    assert "built without the store" in message
+    assert find_secret(message, [jwt_]) is None
+
+
+def test_from_environment_jwt_with_a_non_store_is_still_a_type_error(tmp_path: Path) -> None:
+    """Only a real TokenStore is set aside: a wrong object is still the caller's TypeError."""
+    environ = {"ICAV2_ACCESS_TOKEN": make_jwt()}
+    with pytest.raises(TypeError, match="store must be a TokenStore"):
+        TokenManager.from_environment(environ=environ, home=tmp_path, store=object())
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param(
+            make_jwt(issued_at=1_000_000_000, lifetime=3600),
+            "the JWT in ICAV2_ACCESS_TOKEN (environment) has expired (at 2001-09-09T02:46:40Z)",
+            id="expired",
+        ),
+        pytest.param(
+            "not-a-jwt-but-a-secret-0123456789",
+            "ICAV2_ACCESS_TOKEN (environment) does not hold a JWT",
+            id="garbage",
+        ),
+    ],
+)
+def test_from_environment_unusable_access_token_names_the_variable(
+    value: str, message: str, tmp_path: Path
+) -> None:
+    """An expired or undecodable ICAV2_ACCESS_TOKEN is refused when the manager is built,
+    naming the variable and what to do (it was "give the manager an ApiKey, BasicAuth or
+    PsToken instead" at the first request, or a bare ValueError)."""
+    with pytest.raises(DiscoveryError) as caught:
+        TokenManager.from_environment(environ={"ICAV2_ACCESS_TOKEN": value}, home=tmp_path)
+    text = str(caught.value)
+    assert text.startswith(message)
+    assert "ICAV2_X_API_KEY" in text
+    assert find_secret(text, [value]) is None
