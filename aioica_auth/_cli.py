@@ -9,7 +9,9 @@ module loads neither `aioica_auth.testing` nor `aiohttp.web`).
 
 Credentials never come from the command line, where shell history and `ps` would keep them.
 Exit codes: 0 success, 1 authentication or API failure (or a token not valid now, for
-`decode`), 2 usage error, 130 interrupted (128 + the signal's number).
+`decode`), 2 usage error, 130 interrupted (128 + the signal's number), 141 when the reader of
+stdout went away (`... | head -1`: 128 + SIGPIPE, what the shell reports for a command that
+SIGPIPE killed), quietly.
 """
 
 from __future__ import annotations
@@ -122,10 +124,37 @@ def _parse(args_list: list[str], parser: Parser) -> argparse.Namespace | int:
     return args
 
 
+_CLOSED_PIPE = 128 + 13  # 128 + SIGPIPE (13 on every POSIX system): 141
+
+
+def _closed_pipe() -> int:
+    """The exit code when stdout's reader went away (`| head`), after silencing stdout.
+
+    The recipe of Python's `signal` documentation (note on SIGPIPE): point stdout at devnull,
+    so that the interpreter's last flush at exit does not fail again with "Exception ignored
+    ... BrokenPipeError", and exit without a message, as a command killed by SIGPIPE does;
+    the code is that command's, 128 + SIGPIPE (the docs' example exits 1, which `decode`
+    already uses for "not valid now").
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests capture it)
+        return _CLOSED_PIPE
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+    return _CLOSED_PIPE
+
+
 def _run(args: argparse.Namespace, *, debug: bool) -> int:
     """Run the command of `args`; return its exit code, reporting a failure in one line."""
     try:
-        return _COMMANDS[args.command](args, os.environ)
+        code = _COMMANDS[args.command](args, os.environ)
+        sys.stdout.flush()  # a closed pipe is found here, not in the interpreter's last flush
+    except BrokenPipeError:
+        raise  # stdout's reader went away: `main` exits quietly
     except UsageError as exc:
         return _fail(str(exc), 2, debug=debug)
     except (Failure, IcaError) as exc:
@@ -136,13 +165,18 @@ def _run(args: argparse.Namespace, *, debug: bool) -> int:
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback, unless --debug
         hint = "" if debug else " (run with --debug for a traceback)"
         return _fail(f"unexpected {type(exc).__name__}: {exc}{hint}", 1, debug=debug)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `aioica-auth` with `argv` (default `sys.argv[1:]`); return the exit code."""
-    parsed = _parse(list(sys.argv[1:] if argv is None else argv), build_parser())
-    if isinstance(parsed, int):
-        return parsed
-    debug = bool(parsed.debug)
-    with _logging(debug):
-        return _run(parsed, debug=debug)
+    try:
+        parsed = _parse(list(sys.argv[1:] if argv is None else argv), build_parser())
+        if isinstance(parsed, int):
+            sys.stdout.flush()  # --help, --version into a closed pipe
+            return parsed
+        debug = bool(parsed.debug)
+        with _logging(debug):
+            return _run(parsed, debug=debug)
+    except BrokenPipeError:
+        return _closed_pipe()

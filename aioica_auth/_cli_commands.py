@@ -25,7 +25,14 @@ from ._cli_decode import format_identity, identity, iso
 from ._cli_parser import PROG, Failure, UsageError
 from ._console import ConsoleTokenApi
 from ._credentials import ApiKey, Credential, Jwt, PsToken
-from ._discovery import DiscoveredCredentials, DiscoveryError, discover, host_url
+from ._discovery import (
+    DiscoveredCredentials,
+    DiscoveryError,
+    credential_source,
+    discover,
+    given_jwt_problem,
+    host_url,
+)
 from ._discovery import private_file_note as _private_file_note
 from ._errors import InvalidResponseError
 from ._manager import TokenManager
@@ -128,16 +135,26 @@ def _manager(
     )
 
 
-def _given_jwt(credential: Jwt, min_validity: float | None) -> Token:
-    """A console JWT from the environment, as it is (no console endpoint renews one)."""
+def _given_jwt(found: DiscoveredCredentials, min_validity: float | None) -> Token:
+    """A console JWT found (ICA_ACCESS_TOKEN, ...), as it is: no console endpoint renews one.
+
+    Raises:
+        Failure: it would not last --min-validity (its expiry and decoding are checked first,
+            by `given_jwt_problem`).
+    """
+    assert isinstance(found.credential, Jwt)
+    where = credential_source(found)
     try:
-        token = Token.from_jwt(credential.token)
+        token = Token.from_jwt(found.credential.token)
     except InvalidResponseError:
-        raise Failure("the console JWT found is not a decodable JWT") from None
+        raise Failure(f"{where} does not hold a decodable JWT; set ICAV2_X_API_KEY") from None
     left = _left(token)
     if left is not None and left <= (min_validity or 0.0):
         why = "has expired" if left <= 0 else "would not last --min-validity"
-        msg = f"the console JWT found {why}, and the console cannot renew it; set ICAV2_X_API_KEY"
+        msg = (
+            f"the console JWT in {where} {why}, and the console cannot renew it; "
+            "set ICAV2_X_API_KEY (an API key)"
+        )
         raise Failure(msg)
     return token
 
@@ -165,8 +182,11 @@ def _fresh_token(
     """A token valid for `--min-validity` seconds (when the command has it), from `found`:
     the cached one while it lasts that long (unless --no-cache), else a new one."""
     min_validity: float | None = getattr(args, "min_validity", None) or None
+    problem = given_jwt_problem(found)  # a JWT found that does not decode or has expired
+    if problem is not None:
+        raise Failure(problem)
     if found.console and isinstance(found.credential, Jwt):
-        return _given_jwt(found.credential, min_validity)
+        return _given_jwt(found, min_validity)
 
     async def fetch() -> Token:
         cache = open_cache(found, args, env)

@@ -132,6 +132,15 @@ def _number(minimum: float, *, strict: bool, integer: bool = False) -> Callable[
     return convert
 
 
+def _port(text: str) -> int:
+    """A TCP port to listen on: 0 (any free one) to 65535."""
+    port = int(_number(0, strict=False, integer=True)(text))
+    if port > 65535:
+        msg = "must be a TCP port, 0 (a free one) to 65535"
+        raise argparse.ArgumentTypeError(msg)
+    return port
+
+
 def _faults_arg(text: str) -> list[Any]:
     from ._cli_serve import parse_faults  # only `serve` needs the local server's names
 
@@ -311,7 +320,7 @@ def _serve_command(command: _Command) -> None:
         "The printed API key and password are throwaway credentials of this local server.\n"
         "Ctrl-C exits 130 (SIGTERM 143), as the other commands do.",
     )
-    p.option("--port", type=_number(0, strict=False, integer=True), default=0,
+    p.option("--port", type=_port, default=0,
              help="port to listen on (default: a free one)")  # fmt: skip
     p.option("--lifetime", type=_number(0, strict=True), default=3600.0,
              help="token lifetime in seconds (default 3600)")  # fmt: skip

@@ -1162,3 +1162,148 @@ async def test_newcomer_token_from_icav2_config_file(
     assert "accessible by other users (mode 0644)" in err
     assert server.api_key not in err
     assert server.counts["ica.create"] == 1  # the second run adopts the cached token
+
+
+# -- issue 19: files that hang or nest, variables named, usage and closed pipes --------------
+
+
+def test_fifo_config_refused_not_waited_on(tmp_path: Path) -> None:
+    """A FIFO at ~/.icav2/config.yaml with ICAV2_X_API_KEY set (the base URL still to be
+    found): `token` exits 2 at once naming the file; it used to block in `open` forever (the
+    child is killed after 20 s, failing the test, never hanging the suite)."""
+    home = tmp_path / "home"
+    (home / ".icav2").mkdir()
+    os.mkfifo(home / ".icav2" / "config.yaml")
+    done = run("token", env=child_env(HOME=str(home), ICAV2_X_API_KEY=SECRET))
+    assert done.returncode == 2, done.stderr
+    line = one_line_error(done.stderr)
+    assert "config.yaml is a named pipe (FIFO), not a regular file" in line
+    assert SECRET not in done.stderr + done.stdout
+
+
+def test_deeply_nested_config_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config nested past the recursion limit: exit 2 with the reason, not "unexpected
+    RecursionError"."""
+    config = tmp_path / "home" / ".icav2" / "config.yaml"
+    config.parent.mkdir()
+    config.write_text("x-api-key: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert main(["token"]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert line == f"aioica-auth: error: {config} is nested too deeply to be a config file"
+
+
+_EXPIRED = make_jwt(issued_at=1_000_000_000, lifetime=3600)
+_GARBAGE = "garbage-not-a-jwt-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "argv", "said"),
+    [
+        pytest.param(
+            "ICAV2_ACCESS_TOKEN",
+            _EXPIRED,
+            ["token"],
+            "the JWT in ICAV2_ACCESS_TOKEN (environment) has expired (at 2001-09-09T02:46:40Z)",
+            id="expired-token",
+        ),
+        pytest.param(
+            "ICAV2_ACCESS_TOKEN",
+            _EXPIRED,
+            ["whoami", "--no-cache"],
+            "the JWT in ICAV2_ACCESS_TOKEN (environment) has expired",
+            id="expired-whoami",
+        ),
+        pytest.param(
+            "ICAV2_ACCESS_TOKEN",
+            _GARBAGE,
+            ["token"],
+            "ICAV2_ACCESS_TOKEN (environment) does not hold a JWT",
+            id="garbage-token",
+        ),
+        pytest.param(
+            "ICAV2_ACCESS_TOKEN",
+            _GARBAGE,
+            ["whoami"],
+            "ICAV2_ACCESS_TOKEN (environment) does not hold a JWT",
+            id="garbage-whoami",
+        ),
+        pytest.param(
+            "ICA_ACCESS_TOKEN",
+            _EXPIRED,
+            ["token", "--console"],
+            "the JWT in ICA_ACCESS_TOKEN (environment) has expired",
+            id="expired-console",
+        ),
+    ],
+)
+def test_unusable_access_token_names_the_variable(
+    variable: str,
+    value: str,
+    argv: list[str],
+    said: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An expired or garbage token in the variable people set: exit 1 naming the variable and
+    what to do (it said "give the manager an ApiKey, BasicAuth or PsToken instead", or
+    "unexpected ValueError"), before any request (the base URL is a closed port)."""
+    monkeypatch.setenv(variable, value)
+    base_url = "http://127.0.0.1:9" + ("" if "--console" in argv else "/ica/rest")
+    assert main([*argv, "--base-url", base_url]) == 1
+    captured = capsys.readouterr()
+    line = one_line_error(captured.err)
+    assert said in line
+    assert "set ICAV2_X_API_KEY (an API key)" in line
+    assert "unexpected" not in line
+    assert value not in captured.err + captured.out
+
+
+@pytest.mark.parametrize("port", ["80000", "65536", "-1"])
+def test_serve_port_out_of_range_is_a_usage_error(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`serve --port 80000`: exit 2 with argparse's usage and message (it was "unexpected
+    OverflowError" once the server tried to bind)."""
+    assert main(["serve", "--port", port]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: aioica-auth serve")
+    assert "aioica-auth: error: argument --port: must be" in err
+    assert "unexpected" not in err
+
+
+def _into_closed_pipe(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """`python -m aioica_auth ARGS` with stdout a pipe whose reader has gone (`| head -0`
+    that has already exited): every write fails with EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "aioica_auth", *args],
+            input=stdin,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=child_env(),
+            cwd=ROOT,
+            timeout=20,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("jwt_", [make_jwt(lifetime=600), _EXPIRED], ids=["valid", "expired"])
+def test_decode_into_a_closed_pipe_exits_quietly(jwt_: str) -> None:
+    """`decode ... | head -0`: exit 141 (128 + SIGPIPE, as a command SIGPIPE killed) with
+    nothing on stderr, whatever the token's validity; it was "unexpected BrokenPipeError"."""
+    done = _into_closed_pipe("decode", "-", stdin=jwt_.encode())
+    assert (done.returncode, done.stderr) == (141, b"")
+
+
+def test_help_into_a_closed_pipe_is_quiet() -> None:
+    """`--help | head -0`: no traceback, no "Exception ignored" (argparse drops the failed
+    write itself, so the exit is 0 or 141)."""
+    done = _into_closed_pipe("--help")
+    assert done.returncode in (0, 141)
+    assert done.stderr == b""
