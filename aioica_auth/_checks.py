@@ -7,9 +7,13 @@ and what is wrong, never the value: the same checks guard API keys and passwords
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
-__all__ = ["check_text", "text_problem"]
+__all__ = ["check_text", "is_loopback", "text_problem"]
+
+_LOOPBACK_V4 = ipaddress.IPv4Network("127.0.0.0/8")
+_LOOPBACK_V6 = ipaddress.IPv6Address("::1")
 
 # Unicode category Cc: C0 controls (tab, CR, LF, NUL, ...), DEL and the C1 controls.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -55,3 +59,28 @@ def check_text(value: object, name: str) -> str:
         msg = f"{name} {problem}"
         raise ValueError(msg)
     return value
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether `host` is loopback without asking a resolver: `localhost` itself, an address
+    in 127.0.0.0/8, or `::1` (bracketed or not; any letter case).
+
+    Nothing else counts, so that no DNS answer decides where a plain-http bearer goes: not a
+    subdomain of localhost (`x.localhost`, which RFC 6761 only asks resolvers to map to
+    loopback), not `localhost.` (a name a resolver may look up), not an IPv4-mapped or scoped
+    IPv6 address, not a short form such as `127.1`.
+    """
+    if not host:
+        return False
+    host = host.lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv4Address):
+        return address in _LOOPBACK_V4
+    return address == _LOOPBACK_V6 and address.scope_id is None

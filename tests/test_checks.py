@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from aioica_auth._checks import check_text, text_problem
+from aioica_auth._checks import check_text, is_loopback, text_problem
 
 
 @pytest.mark.parametrize("value", ["acme-lab", "a", "Ünïcødé tenant", "with inner space"])
@@ -49,3 +49,54 @@ def test_bad_text_is_value_error_naming_argument_not_value(value: str, problem: 
     assert "secret" not in repr(info.value)
     assert info.value.__cause__ is None
     assert info.value.__context__ is None
+
+
+# -- loopback, judged by name and address only (issue 19, item 6) ----------------------------
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["localhost", "LocalHost", "127.0.0.1", "127.255.0.9", "::1", "[::1]", "0:0:0:0:0:0:0:1"],
+)
+def test_loopback_is_localhost_127_8_and_ipv6_one(host: str) -> None:
+    """`localhost` itself, 127.0.0.0/8 and ::1 are loopback."""
+    assert is_loopback(host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        pytest.param("x.localhost", id="subdomain"),  # a resolver decides where it goes
+        pytest.param("ica.localhost", id="subdomain-ica"),
+        pytest.param("localhost.", id="trailing-dot"),
+        pytest.param("localhost.example.org", id="prefix"),
+        pytest.param("::ffff:127.0.0.1", id="ipv4-mapped"),
+        pytest.param("::1%lo", id="scoped"),
+        pytest.param("127.1", id="short-form"),
+        pytest.param("128.0.0.1", id="outside-127/8"),
+        pytest.param("0.0.0.0", id="any"),
+        pytest.param("::", id="ipv6-any"),
+        pytest.param("[::1", id="half-bracketed"),
+        pytest.param("", id="empty"),
+        pytest.param(None, id="none"),
+    ],
+)
+def test_nothing_else_is_loopback(host: str | None) -> None:
+    """No other name counts, so no DNS answer decides where a plain-http bearer goes."""
+    assert not is_loopback(host)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "aioica_auth/_http.py (another owner) still has its own is_loopback, which accepts "
+        "*.localhost: it must import _checks.is_loopback instead (issue 19 item 6); when it "
+        "does, this test passes and the marker must go"
+    ),
+)
+def test_plain_http_to_a_name_under_localhost_is_refused() -> None:
+    """A base URL's plain http is allowed on loopback only, by the rule above."""
+    from aioica_auth._http import check_base_url
+
+    with pytest.raises(ValueError, match="plain http on a non-loopback host"):
+        check_base_url("http://x.localhost:8080/ica/rest")
