@@ -33,6 +33,7 @@ import attrs
 import yarl
 from aiohttp.helpers import basicauth_from_netrc, netrc_from_env
 
+from ._checks import is_loopback
 from ._errors import (
     ApiError,
     InvalidResponseError,
@@ -76,19 +77,6 @@ _URL_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _HOST_NAME = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
 _NOT_JSON = object()
 _T = TypeVar("_T")
-
-
-def is_loopback(host: str | None) -> bool:
-    """Whether `host` is a loopback name or address (127.0.0.0/8, ::1, localhost)."""
-    if not host:
-        return False
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_base_url(base_url: str | yarl.URL, *, name: str = "base_url") -> yarl.URL:

@@ -86,14 +86,6 @@ def test_nothing_else_is_loopback(host: str | None) -> None:
     assert not is_loopback(host)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "aioica_auth/_http.py (another owner) still has its own is_loopback, which accepts "
-        "*.localhost: it must import _checks.is_loopback instead (issue 19 item 6); when it "
-        "does, this test passes and the marker must go"
-    ),
-)
 def test_plain_http_to_a_name_under_localhost_is_refused() -> None:
     """A base URL's plain http is allowed on loopback only, by the rule above."""
     from aioica_auth._http import check_base_url
