@@ -6,9 +6,11 @@ store builds one per loop; a caller's client serves the first loop only), its sc
 
 A `Listener` holds a pub/sub connection subscribed to ``{prefix}:*`` and a reader task that
 counts, per store key, the messages the publish and release scripts send on
-``{prefix}:{K}:events``. A waiter takes a `Mark` when it reads a key (no command), and later
-waits for a message newer than its mark: so a publication or release that happened between
-its read and its wait wakes it at once, and one after wakes it as it arrives.
+``{prefix}:{K}:events``, and keeps the entry the last publication carried. A waiter takes a
+`Mark` when it reads a key (no command), and later waits for a message newer than its mark:
+so a publication or release that happened between its read and its wait wakes it at once,
+and one after wakes it as it arrives; its next read then takes the entry from the message,
+without a command.
 
 A mark is trusted only while the subscription is up, and was up when the mark was taken:
 every change of the subscription (up, down, up again) starts a new epoch, which wakes every
@@ -44,6 +46,7 @@ RETRY_MIN = 0.1  # seconds before the first resubscription after a failure
 RETRY_MAX = 5.0  # ... doubling up to this
 _CANCEL_TRIES = 20  # times 0.1 s: how long `aclose` insists on the reader ending
 SETTLE = 0.5  # seconds a store's first use on a loop waits at most for its subscription
+_PUBLISHED = b"published\n"  # a publication's message: this, then the entry it stored
 
 
 @attrs.frozen
@@ -83,6 +86,7 @@ class Listener:
         self.up = False
         self.epoch = 0
         self._seqs: dict[str, int] = {}
+        self._entries: dict[str, tuple[int, int, bytes]] = {}  # key: (epoch, seq, entry)
         self._events: dict[str, asyncio.Event] = {}
         self._warned = False
         self._task: asyncio.Task[None] | None = None
@@ -105,6 +109,16 @@ class Listener:
         """Where `key`'s messages stand now (it is counted from now on)."""
         seq = self._seqs.setdefault(key, 0)
         return Mark(self.epoch if self.up else None, seq)
+
+    def pushed(self, key: str, mark: Mark) -> bytes | None:
+        """The entry the last publication of `key` carried, if it came after `mark` with the
+        subscription up all along (so no later publication can have been missed), or None.
+        """
+        found = self._entries.get(key)
+        if found is None or not self.up or mark.epoch != self.epoch:
+            return None
+        epoch, seq, entry = found
+        return entry if epoch == self.epoch and seq > mark.seq else None
 
     def news(self, key: str, mark: Mark) -> bool:
         """Whether something of `key` may have changed since `mark`: a message came, the
@@ -171,6 +185,12 @@ class Listener:
             key = self._key_of(message.get("channel"))
             if key is not None and key in self._seqs:
                 self._seqs[key] += 1
+                data = message.get("data")
+                if isinstance(data, str):  # a client with decode_responses=True
+                    data = data.encode()
+                if isinstance(data, bytes) and data.startswith(_PUBLISHED):
+                    entry = data[len(_PUBLISHED) :]
+                    self._entries[key] = (self.epoch, self._seqs[key], entry)
                 event = self._events.pop(key, None)
                 if event is not None:
                     event.set()

@@ -10,8 +10,9 @@ tag, so one credential's keys and channel live on one node):
 P:{K}:token   a hash: "entry" (the bytes published) and "exp" (the token's `exp`, the fencing
               token); expires by itself (PEXPIRE) when the token does
 P:{K}:lease   a string: the random token of the lease holder; expires by itself after the ttl
-P:{K}:events  the channel the publish and release scripts announce on ("published",
-              "released": no token, so a subscriber learns nothing it could use)
+P:{K}:events  the channel the publish and release scripts announce on: "released", or
+              "published" and the entry stored (so a waiter needs no read after it: a
+              bearer secret, like the entry; guard the channels as the keys)
 ```
 
 Every write is one atomic command or Lua script: the lease is `SET P:{K}:lease <random> NX PX
@@ -78,7 +79,7 @@ if stored and tonumber(stored) >= tonumber(ARGV[1]) then
 end
 redis.call('HSET', KEYS[1], 'exp', ARGV[1], 'entry', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.pcall('PUBLISH', ARGV[4], 'published')
+redis.pcall('PUBLISH', ARGV[4], 'published\\n' .. ARGV[2])
 return 1
 """
 
@@ -147,7 +148,8 @@ class RedisTokenStore:
 
     Waiting is pushed: the store holds one pattern subscription per event loop (its own
     connection, made when the store is first used on that loop) and `wait` returns as soon as
-    a publication or release of its key is announced, having sent no command; after `within`
+    a publication or release of its key is announced, having sent no command (a publication's
+    message carries the entry, so the read that follows sends none either); after `within`
     at the latest, or when the lease it found must have lapsed (a holder that died announces
     nothing). While the subscription is down (it reconnects with a backoff), `wait` polls
     instead, 50 ms then twice as late each time, up to 1 s apart: a lost message costs
@@ -231,7 +233,14 @@ class RedisTokenStore:
             TokenStoreError: Redis failed or could not be reached.
         """
         here = await self._here()
-        _SEEN.set(_Seen(here, key, here.listener.mark(key)))
+        listener, seen = here.listener, _SEEN.get()
+        if seen is not None and seen.here is here and seen.key == key:
+            # A waiter woken by a publication: the message carried the entry it stored.
+            pushed = listener.pushed(key, seen.mark)
+            if pushed is not None:
+                _SEEN.set(_Seen(here, key, listener.mark(key)))
+                return pushed
+        _SEEN.set(_Seen(here, key, listener.mark(key)))
         value = await self._call("read", lambda: here.client.hget(self._token_key(key), "entry"))
         return _as_bytes(value)
 

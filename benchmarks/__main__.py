@@ -6,6 +6,7 @@ python -m benchmarks --only H,S --json results.json
 python -m benchmarks --only C,H       # the cold storm and the hot path only
 python -m benchmarks --only Y         # the synchronous hot path (SyncTokenManager)
 python -m benchmarks --only F         # the fleet: N processes, no store / file / Redis
+python -m benchmarks --only W         # waiters: M managers on one renewal, store commands
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import platform
 import sys
 from typing import Any
 
-from . import fleet, scenarios
+from . import fleet, scenarios, waiters
 from ._remote import RemoteServer
 
 FULL: dict[str, dict[str, Any]] = {
@@ -29,6 +30,7 @@ FULL: dict[str, dict[str, Any]] = {
     "L": {"tasks": 200, "duration": 14.0, "lifetime": 4.0},
     "M": {"calls": 1_000_000, "cycles": 1000},
     "F": {"lifetime": 3.0, "tokens": 6, "sizes": (1, 4, 16)},
+    "W": {"sizes": (16, 256), "latencies": (0.2, 2.0)},
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "H": {"tasks": 50, "calls": 20, "rounds": 2},
@@ -38,6 +40,7 @@ SMOKE: dict[str, dict[str, Any]] = {
     "L": {"tasks": 10, "duration": 2.0, "lifetime": 1.0},
     "M": {"calls": 10_000, "cycles": 10},
     "F": {"lifetime": 2.0, "tokens": 3, "sizes": (1, 2), "arms": ("file",), "rounds": 2},
+    "W": {"sizes": (4,), "latencies": (0.2,), "arms": ("file",)},
 }
 
 
@@ -66,6 +69,8 @@ async def run(only: set[str], sizes: dict[str, dict[str, Any]]) -> dict[str, Any
         results["I"] = scenarios.import_time()
     if "F" in only:
         results["F"] = await fleet.fleet(**sizes["F"])
+    if "W" in only:
+        results["W"] = await waiters.waiters(**sizes["W"])
     return results
 
 
@@ -170,6 +175,8 @@ def table(results: dict[str, Any]) -> str:
         rows.append(("I", "import aioica_auth beyond aiohttp", f"{i['own_us'] / 1e3:.1f} ms"))
     if f := results.get("F"):
         rows += fleet.rows(f, smoke=results.get("mode") == "smoke")
+    if w := results.get("W"):
+        rows += waiters.rows(w)
     width = max((len(r[1]) for r in rows), default=0)
     return "\n".join(f"{s}  {what.ljust(width)}  {figure}" for s, what, figure in rows)
 
@@ -181,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
-    parser.add_argument("--only", default="H,Y,S,C,L,M,I,F", help="scenarios to run (default: all)")
+    parser.add_argument(
+        "--only", default="H,Y,S,C,L,M,I,F,W", help="scenarios to run (default: all)"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--quiet", action="store_true", help="print the table only")
     args = parser.parse_args(argv)
