@@ -415,3 +415,39 @@ async def test_two_sync_managers_share_one_store(
     assert failed == []
     assert together <= alone + 2
     assert together <= 2.5 / 0.5 + 3  # about one per refresh interval (L/2)
+
+
+async def test_the_read_after_a_publication_is_served_by_its_message(
+    redis_server: RedisServer, admin: redis.asyncio.Redis
+) -> None:
+    """A publication's message carries the entry: the waiter's read after it sends no
+    command and gets exactly what was stored; a later publication replaces it; after the
+    subscription was lost (messages may be missing), the read goes to Redis again."""
+    async with (
+        RedisTokenStore(redis_server.url) as waiter,
+        RedisTokenStore(redis_server.url) as holder,
+    ):
+        key = new_key()
+        assert await waiter.read(key) is None
+        assert subscribed(waiter)
+        for entry, expires in ((b"first", 60), (b"second", 120)):
+            assert await holder.publish(key, entry, expires_at=time.time() + expires)
+            await waiter.wait(key, 10)
+            await admin.config_resetstat()
+            assert await waiter.read(key) == entry
+            assert await commands(admin) == {}
+        # Read again with no news: from Redis.
+        await admin.config_resetstat()
+        assert await waiter.read(key) == b"second"
+        assert (await commands(admin)).get("hget") == 1
+        # A message from before the subscription changed is not trusted (others may have
+        # been lost meanwhile): the read goes to Redis.
+        listener = waiter._loops.shares[asyncio.get_running_loop()].listener
+        assert await holder.publish(key, b"third", expires_at=time.time() + 180)
+        await until(lambda: listener._seqs[key] >= 3)  # its message has come
+        epoch = listener.epoch
+        assert await admin.client_kill_filter(_type="pubsub") >= 1
+        await until(lambda: listener.epoch > epoch and listener.up)
+        await admin.config_resetstat()
+        assert await waiter.read(key) == b"third"
+        assert (await commands(admin)).get("hget") == 1
