@@ -21,10 +21,10 @@ N seconds in all, not once per manager.
 An adopted token is judged in the token server's time: with this manager's own reading of
 the server's clock (from a token it fetched itself) when it has one; else with the
 publisher's reading, raised to the least this host's offset can be (the server's clock had
-reached each entry's publication when we read it). A host whose clock is behind so ages an
-adopted token by at least the time since its publication; only a newcomer's first adoption,
-before any reading, can take a token for younger than it is, by the time since it was
-published at most.
+reached each entry's publication when we read it). Without a reading of its own, a host
+whose clock is behind can so take an adopted token for younger than it is by the time since
+its publication at most (the fleet's entries are seldom older than a refresh window); with
+one, not at all.
 
 Every store call is bounded (`_OP_TIMEOUT`, at most `request_timeout`). A store that fails
 (down, slow, refusing, misconfigured) never costs a request: the manager renews on its own,
