@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -152,20 +152,7 @@ def decode_entry(raw: bytes, key: str) -> StoreEntry:
         BadEntryError: the entry is too large, not ours (another key), or malformed;
             the message says which, and never quotes the entry.
     """
-    if len(raw) > MAX_ENTRY:
-        msg = f"store entry of {len(raw)} bytes is over the {MAX_ENTRY}-byte cap"
-        raise BadEntryError(msg)
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        msg = "store entry is not JSON"
-        raise BadEntryError(msg) from None
-    if not isinstance(body, dict) or body.get("v") != 1:
-        msg = "store entry is not a version-1 entry"
-        raise BadEntryError(msg)
-    if body.get("key") != key:
-        msg = "store entry is for another key"
-        raise BadEntryError(msg)
+    body = _document(raw, "entry", key)
     value, skew, published = body.get("token"), body.get("skew"), body.get("published")
     if not isinstance(value, str) or not value:
         msg = "store entry has no token"
@@ -229,18 +216,7 @@ def decode_hold(raw: bytes, key: str) -> Hold:
     Raises:
         BadEntryError: not a hold of `key`'s fleet, or malformed (never quoted).
     """
-    if len(raw) > MAX_ENTRY:
-        msg = "store hold is over the size cap"
-        raise BadEntryError(msg)
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        msg = "store hold is not JSON"
-        raise BadEntryError(msg) from None
-    if not isinstance(body, dict) or body.get("v") != 1 or body.get("key") != hold_key(key):
-        msg = "store hold is not a version-1 hold of this key"
-        raise BadEntryError(msg)
-    hold = body.get("hold")
+    hold = _document(raw, "hold", hold_key(key)).get("hold")
     if not isinstance(hold, dict):
         msg = "store hold is malformed"
         raise BadEntryError(msg)
@@ -257,6 +233,29 @@ def decode_hold(raw: bytes, key: str) -> Hold:
         raise BadEntryError(msg)
     assert isinstance(until, int | float)
     return Hold(status, float(retry_after), float(until))
+
+
+def _document(raw: bytes, what: str, key: str) -> dict[str, Any]:
+    """The JSON object of a version-1 store `what` ("entry", "hold") written for `key`.
+
+    Raises:
+        BadEntryError: too large, not JSON, not version 1, or another key's (never quoted).
+    """
+    if len(raw) > MAX_ENTRY:
+        msg = f"store {what} of {len(raw)} bytes is over the {MAX_ENTRY}-byte cap"
+        raise BadEntryError(msg)
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        msg = f"store {what} is not JSON"
+        raise BadEntryError(msg) from None
+    if not isinstance(body, dict) or body.get("v") != 1:
+        msg = f"store {what} is not a version-1 {what}"
+        raise BadEntryError(msg)
+    if body.get("key") != key:
+        msg = f"store {what} is for another key"
+        raise BadEntryError(msg)
+    return body
 
 
 def _finite(value: object) -> bool:
