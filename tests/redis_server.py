@@ -18,8 +18,9 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -197,3 +198,13 @@ def redis_acl_server(tmp_path: Path) -> Iterator[RedisServer]:
         _executable(), tmp_path, password=DEFAULT_PASSWORD, user=(ACL_USER, ACL_PASSWORD)
     )
     yield from _serve(server)
+
+
+@pytest.fixture
+async def admin(redis_server: RedisServer) -> AsyncIterator[Any]:
+    """A plain redis-py client of `redis_server`, to look at its keys and counters."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()

@@ -10,15 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from aioica_auth import (
-    ApiKey,
     FileTokenStore,
     RateLimitError,
-    TokenManager,
     TokenUnavailableError,
 )
 from aioica_auth._fleet import SharedSource
@@ -37,17 +34,9 @@ from aioica_auth._token import Token, decode_jwt
 from aioica_auth.testing import LocalIcaServer
 
 from .support import find_secret, key_of, unsigned_jwt
+from .test_fleet import manager
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def manager(srv: LocalIcaServer, store: object, **policy: Any) -> TokenManager:
-    return TokenManager.for_ica(
-        ApiKey(srv.api_key),
-        base_url=srv.ica_base_url,
-        store=store,  # type: ignore[arg-type]
-        **policy,
-    )
 
 
 # -- Retry-After, shared --------------------------------------------------------------------

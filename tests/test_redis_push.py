@@ -12,7 +12,7 @@ import secrets
 import statistics
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -53,14 +53,6 @@ async def commands(admin: redis.asyncio.Redis) -> dict[str, int]:
     stats = await admin.info("commandstats")
     counts = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
     return {k: v for k, v in counts.items() if k.split("|")[0] not in ("info", "config") and v}
-
-
-@pytest.fixture
-async def admin(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    """A plain redis-py client, to look at the server."""
-    client = redis.asyncio.Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
 
 
 # --- what a renewal costs ----------------------------------------------------------------

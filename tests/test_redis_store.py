@@ -93,14 +93,6 @@ async def other(redis_server: RedisServer) -> AsyncIterator[RedisTokenStore]:
         yield s
 
 
-@pytest.fixture
-async def admin(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    """A plain redis-py client, to look at the keys the store writes."""
-    client = redis.asyncio.Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
-
-
 # --- construction ------------------------------------------------------------------------
 
 
