@@ -68,16 +68,19 @@ class HttpxAuth(httpx.Auth):
                 await response.aread()  # httpx reads it again from memory, and releases it
 
         exchange = self._recovery.exchange(lambda: _replayable(request), discard)
-        lease = await exchange.first()
-        while True:
-            request.headers[_AUTHORIZATION] = lease.authorization
-            response = yield request
-            if response.request.headers.get(_AUTHORIZATION) != lease.authorization:
-                return  # answered by a redirect target that got no bearer
-            next_lease = await exchange.answer(response.status_code)
-            if next_lease is None:
-                return
-            lease = next_lease
+        try:
+            lease = await exchange.first()
+            while True:
+                request.headers[_AUTHORIZATION] = lease.authorization
+                response = yield request
+                if response.request.headers.get(_AUTHORIZATION) != lease.authorization:
+                    return  # answered by a redirect target that got no bearer
+                next_lease = await exchange.answer(response.status_code)
+                if next_lease is None:
+                    return
+                lease = next_lease
+        finally:
+            exchange.close()  # a probe this request ran is settled for the others
 
 
 def _replayable(request: httpx.Request) -> bool:

@@ -28,12 +28,15 @@ import logging
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
 from ._policy import Policy, Timing
 from ._token import Token
+
+if TYPE_CHECKING:
+    from ._maturity import Probe
 
 __all__ = ["Clock", "Lease", "LeaseSource", "Provenance", "SystemClock", "TokenState"]
 
@@ -81,6 +84,11 @@ class TokenState(enum.Enum):
     EXPIRED = "expired"
 
     @property
+    def fresh(self) -> bool:
+        """Before the refresh point: served from the hot path."""
+        return self is TokenState.FRESH
+
+    @property
     def live(self) -> bool:
         """Valid now: past `nbf` and not expired (whatever the windows say)."""
         return self is not TokenState.NOT_YET_VALID and self is not TokenState.EXPIRED
@@ -99,6 +107,10 @@ class Lease:
         headers: The read-only `{"Authorization": "Bearer ..."}` handed to callers.
         authorization: The header value.
         accepted: A resource has answered something other than 401 for it.
+        refused: Invalidated, or dropped as a bridge: never handed out again.
+        matures_at: When it may be handed out in place of the token it replaced
+            (`Timing.matures`, held back further by `Bridge.defer`).
+        probe: The shared probe of it after a 401 while it was young (`_maturity.Probe`).
         shortfall_asked: A renewal for a `min_validity` beyond what new tokens give was
             asked from it, or it is what such a renewal brought (see `judge_shortfall`).
         shortfall_logged: Serving it short of a `min_validity` was logged.
@@ -113,6 +125,9 @@ class Lease:
     headers: Mapping[str, str] = attrs.field(init=False)
     authorization: str = attrs.field(init=False)
     accepted: bool = False
+    refused: bool = False
+    matures_at: float = attrs.field(init=False)
+    probe: Probe | None = None
     shortfall_asked: bool = False
     shortfall_logged: bool = False
     drift_seen: float = 0.0
@@ -120,6 +135,7 @@ class Lease:
     def __attrs_post_init__(self) -> None:
         self.authorization = self.token.authorization
         self.headers = MappingProxyType({"Authorization": self.authorization})
+        self.matures_at = self.timing.matures
 
     def __repr__(self) -> str:
         return f"Lease({self.token!r}, {self.provenance.value})"
@@ -210,13 +226,18 @@ class LeaseSource(Protocol):
         """A usable lease, waiting for a renewal if needed (`TokenUnavailableError`)."""
 
     def current(self) -> Lease | None:
-        """The lease in use now, without waiting."""
+        """The newest lease, without waiting."""
 
-    def prior(self) -> Lease | None:
-        """The lease the current one replaced, while it may still be valid."""
+    def served(self) -> Lease | None:
+        """The lease handed out now without waiting: the newest, or while it matures the one
+        it replaced; None when callers must wait."""
+
+    def defer(self, lease: Lease) -> bool:
+        """`lease` was refused as young: serve the one it replaced a while longer, if that is
+        still good (True), as `_maturity.Bridge.defer` says."""
 
     def is_ours(self, authorization: str) -> bool:
         """Whether an `Authorization` value is one the manager handed out lately."""
 
     def invalidate(self, token: Token | str) -> bool:
-        """Drop exactly `token` if it is still the one in use; start renewing."""
+        """Drop exactly `token` if it is still handed out (renewing when it is the newest)."""

@@ -5,8 +5,8 @@ The manager is a small state machine over named parts, each owning one concern:
 - `Lifecycle` (NEW, OPEN, CLOSED): bound to the event loop it first runs in at NEW -> OPEN.
 - `_lease` (`_lease.Lease`): the token in use, with its timing and provenance; its state
   (not yet valid, fresh, refresh due, must wait, expired) is judged by `Lease.state` alone.
-  `_prior` is the lease it replaced, kept for a resource whose clock lags (see the middleware).
-- `_hot`: the lease's header mapping while it is fresh; the hot path reads this one
+  `_bridge` (`_maturity.Bridge`) holds the lease it replaced, handed out until it matures.
+- `_hot`: the header mapping handed out while the lease is fresh; the hot path reads this one
   attribute and nothing else. A loop timer clears it at the refresh point; so do
   invalidation, `aclose()`, a detected suspend, and the end of the scheduler task.
 - `_renewal` (`_renewal.Renewal`): the token source, the `SingleFlight` of renewal attempts
@@ -15,7 +15,7 @@ The manager is a small state machine over named parts, each owning one concern:
 - `_scheduler`: runs `Renewal.run`, which sleeps until the refresh point or the next
   keep-alive in chunks of at most 2 s, so that a suspend of the machine is noticed within
   seconds (`_rejudge`).
-- The `LeaseSource` methods (`lease`, `current`, `prior`, `is_ours`, `invalidate`) are all
+- The `LeaseSource` methods (`lease`, `current`, `served`, `defer`, `invalidate`...) are all
   the middleware sees of it.
 
 Every caller's wait is bounded by `acquire_timeout` and awaits something on every pass.
@@ -45,10 +45,12 @@ from ._fleet import shared_sources
 from ._http import check_base_url, check_session
 from ._ica import ICA_BASE_URL
 from ._lease import Clock, Lease, Provenance, SystemClock, TokenState
+from ._maturity import Bridge
 from ._middleware import BearerMiddleware
 from ._policy import Policy, plan
 from ._renewal import Renewal
 from ._sources import SourceFactory, TokenSource, console_sources, ica_sources
+from ._stats import COUNTERS, ManagerStats
 from ._store import TokenStore
 from ._token import Token
 
@@ -67,42 +69,12 @@ class _Again(enum.Enum):
 _AGAIN = _Again.AGAIN
 
 
-_COUNTERS = {
-    Provenance.MINTED: "mints",
-    Provenance.REFRESHED: "refreshes",
-    Provenance.SHARED: "shared",
-}
-
-
 class Lifecycle(enum.Enum):
     """A manager's life: built, bound to a loop and serving, closed."""
 
     NEW = "new"
     OPEN = "open"
     CLOSED = "closed"
-
-
-@attrs.frozen
-class ManagerStats:
-    """Counters of a manager's life so far.
-
-    Attributes:
-        mints: Tokens minted from the credential.
-        refreshes: Tokens obtained by refreshing the previous one.
-        keepalives: psToken session keep-alives that succeeded.
-        failures: Renewal attempts that failed (each retried with backoff).
-        waits: Calls that had to wait for a token instead of getting the cached one.
-        invalidations: Tokens dropped because a resource answered 401 for them.
-        shared: Tokens taken from the fleet's `TokenStore`, published by another manager.
-    """
-
-    mints: int = 0
-    refreshes: int = 0
-    keepalives: int = 0
-    failures: int = 0
-    waits: int = 0
-    invalidations: int = 0
-    shared: int = 0
 
 
 class TokenManager:
@@ -146,7 +118,7 @@ class TokenManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._renewal: Renewal | None = None
         self._lease: Lease | None = None
-        self._prior: Lease | None = None
+        self._bridge = Bridge()
         self._hot: Mapping[str, str] | None = None
         self._hot_lease: Lease | None = None
         self._cool: asyncio.TimerHandle | None = None
@@ -393,20 +365,26 @@ class TokenManager:
     def invalidate(self, token: Token | str) -> bool:
         """Stop using `token` (a resource refused it) and start getting a new one.
 
-        Only the token in use is dropped: if another task already replaced it, nothing
-        happens. Returns whether it was dropped.
+        Only a token in use is dropped: if another task already replaced it, nothing
+        happens; the one a renewal replaced, still handed out while the new one matures, is
+        dropped without a renewal. A dropped token is never handed out again. Returns whether
+        it was dropped.
         """
         value = token.value if isinstance(token, Token) else token
-        lease = self._lease
-        if lease is None or lease.token.value != value:
+        lease, bridged = self._lease, self._bridge.prior
+        if bridged is not None and bridged.token.value == value and self._bridge.drop(bridged):
+            self._set_hot(lease)
+            lease = bridged
+        elif lease is None or lease.token.value != value:
             return False
-        self._lease = None
-        self._set_hot(None)
+        else:
+            lease.refused, self._lease = True, None
+            self._set_hot(None)
+            if self._renewal is not None and self._lifecycle is Lifecycle.OPEN:
+                self._renewal.source.refused(lease.token)
+                self._renewal.flight.start()
         self._counts["invalidations"] += 1
-        logger.info("token %s refused by a resource: renewing", lease.token.fingerprint)
-        if self._renewal is not None and self._lifecycle is Lifecycle.OPEN:
-            self._renewal.source.refused(lease.token)
-            self._renewal.flight.start()
+        logger.info("token %s refused by a resource: dropped", lease.token.fingerprint)
         return True
 
     async def __aenter__(self) -> TokenManager:
@@ -425,7 +403,7 @@ class TokenManager:
         """
         if self._lifecycle is not Lifecycle.CLOSED:
             self._lifecycle = Lifecycle.CLOSED
-            lease, self._lease, self._prior = self._lease, None, None
+            lease, self._lease, self._bridge.prior = self._lease, None, None
             self._set_hot(None)
             if self._policy.revoke_on_close:
                 self._revoke_target = lease
@@ -466,12 +444,19 @@ class TokenManager:
         return self._ready(None) or await self._wait(None, self._deadline())
 
     def current(self) -> Lease | None:
-        """The lease in use now, without waiting."""
+        """The newest lease, without waiting."""
         return self._lease
 
-    def prior(self) -> Lease | None:
-        """The lease the current one replaced, if there is one."""
-        return self._prior
+    def served(self) -> Lease | None:
+        """The lease handed out now: the newest, or the one it replaced while it matures."""
+        return self._hot_lease or self._lease
+
+    def defer(self, lease: Lease) -> bool:
+        """`lease` was refused as young: serve the one it replaced longer, if that is good."""
+        if lease is not self._lease or not self._bridge.defer(lease, self._clock):
+            return False
+        self._set_hot(lease)
+        return True
 
     def is_ours(self, authorization: str) -> bool:
         """Whether `authorization` is a header value this manager handed out lately."""
@@ -681,12 +666,11 @@ class TokenManager:
         """Make `lease` the one in use (before any waiter wakes), and say so."""
         if self._lifecycle is Lifecycle.CLOSED:
             return
-        old = self._lease
-        self._prior = old if old is not None and old.accepted else None
+        self._bridge.replaced(self._lease)
         self._lease = lease
         self._set_hot(lease)
         self._recent = (lease.authorization, *self._recent[:3])
-        counter = _COUNTERS.get(lease.provenance)
+        counter = COUNTERS.get(lease.provenance)
         if counter is not None:
             self._counts[counter] += 1
         timing = lease.timing
@@ -712,18 +696,19 @@ class TokenManager:
             logger.exception("on_token callback failed for token %s", token.fingerprint)
 
     def _set_hot(self, lease: Lease | None) -> None:
-        """Serve `lease` from the hot path until its refresh point (None: stop serving)."""
+        """Serve `lease` (or, while it matures, the one it replaced: `Bridge.serve`) from the
+        hot path until its refresh point (None: stop serving)."""
         if self._cool is not None:
             self._cool.cancel()
             self._cool = None
-        if lease is not None and self._loop is not None and self._lifecycle is Lifecycle.OPEN:
-            now = lease.now(self._clock)
-            if lease.state(now) is TokenState.FRESH:
-                delay = lease.timing.refresh_at - now
-                if not math.isinf(delay):  # a token without `exp` is never retired by time
-                    self._cool = self._loop.call_later(delay, self._set_hot, None)
-                self._hot, self._hot_lease = lease.headers, lease
-                return
+        loop = self._loop if self._lifecycle is Lifecycle.OPEN else None
+        if lease is not None and loop is not None and lease.state(lease.now(self._clock)).fresh:
+            served, delay = self._bridge.serve(lease, self._clock)
+            if not math.isinf(delay):  # a token without `exp` is never retired by time
+                then = None if served is lease else lease  # retire it, or re-judge
+                self._cool = loop.call_later(delay, self._set_hot, then)
+            self._hot, self._hot_lease = served.headers, served
+            return
         self._hot = self._hot_lease = None
 
     # -- internals: background --------------------------------------------------------------
@@ -749,8 +734,8 @@ class TokenManager:
 
     def _rejudge(self) -> None:
         """After a jump of the wall clock against the monotonic one (a suspend): re-judge."""
-        lease = self._hot_lease
-        if lease is None:
+        lease = self._lease
+        if lease is None or self._hot_lease is None:
             return
         drift = lease.now(self._clock) - self._clock.monotonic()
         if drift > 0 and drift != lease.drift_seen:

@@ -76,14 +76,17 @@ class BearerMiddleware:
                 await _discard(response)
 
         exchange = self._recovery.exchange(lambda: _replayable(request), discard)
-        lease = await exchange.first()
-        while True:
-            request.headers[_AUTHORIZATION] = lease.authorization
-            response = await handler(request)
-            next_lease = await exchange.answer(response.status)
-            if next_lease is None:
-                return response
-            lease = next_lease
+        try:
+            lease = await exchange.first()
+            while True:
+                request.headers[_AUTHORIZATION] = lease.authorization
+                response = await handler(request)
+                next_lease = await exchange.answer(response.status)
+                if next_lease is None:
+                    return response
+                lease = next_lease
+        finally:
+            exchange.close()  # a probe this request ran is settled for the others
 
 
 def _replayable(request: aiohttp.ClientRequest) -> bool:

@@ -8,6 +8,8 @@ token and a day-long production one:
                                                  brought forward by up to `jitter` of itself
     hard window     = min(min_validity, L/10)    from here callers wait for the refresh
     leeway          = min(leeway, L/20)          the token is treated as expired this much early
+    maturity        = min(maturity, L/20)        a renewed token's age before it is handed out,
+                                                 while the one it replaces stays good
 
 The refresh window is the headroom that survives an outage of the token endpoint: peers give
 a day-long token 5 min (Azure .NET), 20 min (Databricks, `min(L/2, 20 min)`) or half its life
@@ -103,6 +105,14 @@ class Policy:
             ahead is used at once (the skew is more likely in our reading of the clocks).
             Resources that refuse a young token (their clock lags) are retried for a few
             seconds at most, within this bound.
+        maturity: Seconds a new token waits, after a background renewal, before it is handed
+            out (at most a twentieth of the lifetime): meanwhile the token it replaces is
+            served, while that one is valid and outside its hard window (`min_validity`), and
+            was not refused. ICA's services refuse a token for a while after it is minted (their
+            clocks lag the token service's; UMCCR's rotators sleep 30 s before first use), so a
+            resource never sees a young token in steady state. A new token that a resource
+            refuses as young while the previous one is still good is held back longer (its age
+            doubled). 0 hands out each new token at once.
         keepalive_interval: For a console psToken: seconds between session keep-alives.
         revoke_on_close: Console only: revoke the current JWT on `aclose()`.
     """
@@ -118,6 +128,7 @@ class Policy:
     retry_after_max: float = attrs.field(default=300.0, validator=_timeout)
     error_memory: float = attrs.field(default=10.0, validator=_non_negative)
     nbf_wait_max: float = attrs.field(default=30.0, validator=_non_negative)
+    maturity: float = attrs.field(default=30.0, validator=_non_negative)
     keepalive_interval: float = attrs.field(default=600.0, validator=_positive)
     revoke_on_close: bool = attrs.field(default=False, validator=_flag)
 
@@ -176,6 +187,7 @@ class Timing:
     expires: float
     lifetime: float | None
     skew: float | None
+    matures: float = -math.inf  # when it may be handed out in place of the token it replaces
 
 
 def plan(
@@ -215,7 +227,7 @@ def plan(
         valid_from = start + (nbf - server_now)
     if exp is None:
         inf = math.inf
-        return Timing(anchor, valid_from, inf, inf, inf, None, skew)
+        return Timing(anchor, valid_from, inf, inf, inf, None, skew, anchor + policy.maturity)
     lifetime = exp - (iat if iat is not None else server_now)
     remaining = exp - server_now
     claims = token.claims
@@ -231,4 +243,5 @@ def plan(
     window = min(policy.refresh_margin, scale / 2)
     hard = min(policy.min_validity, scale / 10, window / 2)
     refresh_at = expires - window - (rng or _RANDOM).random() * policy.jitter * window
-    return Timing(anchor, valid_from, refresh_at, expires - hard, expires, lifetime, skew)
+    matures = anchor + min(policy.maturity, scale / 20)
+    return Timing(anchor, valid_from, refresh_at, expires - hard, expires, lifetime, skew, matures)

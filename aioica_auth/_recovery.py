@@ -7,66 +7,75 @@ yields steps and is sent back what each step produced:
     Send(lease)   the adapter sends with lease's header    -> sends back the status code
     DISCARD       the adapter reads and releases its last answer (before any wait)
     Sleep(s)      the adapter awaits `asyncio.sleep(s)`
+    Await(probe)  the adapter awaits the probe's outcome, at most `PROBE_AWAIT` seconds
 
-`Exchange` runs ACQUIRE, DISCARD and Sleep itself, so an adapter sees only "send with this
-lease" (`first()`, then `answer(status)` until None: the last answer goes to the caller).
+`Exchange` runs all but Send itself, so an adapter sees only "send with this lease"
+(`first()`, then `answer(status)` until None: the last answer goes to the caller).
 
 Who gets the bearer (`Recovery.applies`): the scheme, host and port of the base URL only,
 and never a request that already carries an `Authorization` of its own.
 
-On a 401 for a token the manager handed out, in this order, each step bounded:
+A renewed token is handed out only once it has matured while the one it replaced is still
+good (`_maturity`), so a resource whose clock lags sees no young token in steady state. A 401
+for a token the manager handed out is judged once (`judge`, a `Verdict`):
 
-1. Stale: the token sent is no longer the one in use, or expired while the request waited
-   (in a connection pool, say): resent with the current one, at most 3 times.
-2. Young: a token that no resource had accepted when the request went out, issued less
-   than a few seconds ago (in the server's time), may only be early for a resource whose
-   clock lags the token service (ICA's `nbf` skew). If another request got it accepted
-   meanwhile (its answer may have come first), the request is resent with it at once.
-   Otherwise the token it replaced, if a resource accepted it and it is still valid, is
-   tried first; then the young token again after short, growing waits (or the token that
-   superseded it meanwhile, if young or accepted): at most `YOUNG_SENDS` sends within
-   `YOUNG_WINDOW` seconds (and `nbf_wait_max`). A token accepted meanwhile is resent at
-   once, and nothing is invalidated; refused again, it was revoked (step 3).
-3. Refused: exactly that token is invalidated (not a newer one another task already got), a
-   new one is awaited, and the request is replayed. A refusal of the replay, whose token is
-   young, gets the young retries of step 2, unless earlier young retries ran out while
-   their token stayed in use and no resource accepted it (then they cannot help): so a
-   revoked token's successor is not refused to the caller by a resource whose clock lags.
-   When the replay's token is refused although a resource accepted it (revoked too,
-   meanwhile), one more replay, no more (`REFUSED_REPLAYS`). The last answer goes to the caller.
+- STALE: the token sent is no longer the one handed out, or has expired: resend with the
+  one handed out now (at most 3 times).
+- EARLY: young (no resource had accepted it when the request went out, issued less than
+  `max(3 s, maturity)` ago in the server's time): it may only be early. If the token it
+  replaced is still good, that one is handed out longer and the request resent with it.
+  Else the token's one shared probe: the first such request resends it after waits of
+  0.25, 0.5 and 1 s (4 sends at most, its first included); the others await the outcome
+  (at most `PROBE_AWAIT` s) and resend once if it was accepted, else get their 401 back.
+  A young token is never re-minted: a new one would be younger still.
+- REVOKED: a resource had accepted it: exactly that token is invalidated, at once, and the
+  request replayed with the next one.
+- REFUSED: never accepted and no longer young: as REVOKED, but a refusal that would re-mint
+  does so at most once per `error_memory` seconds per manager; else the 401 goes back.
 
-So a resource that refuses every token answers the caller within a few seconds, and one
-whose clock lags costs no re-mint. A body that cannot be replayed gets the 401 back.
+At most 2 invalidations and 6 sends per request; the last answer goes to the caller. So a
+resource that refuses every token answers a request within about 2 s after at most 4 sends,
+and costs at most one mint per `error_memory` seconds. A body that cannot be replayed gets
+the 401 back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Generator
 
 import attrs
 
 from ._lease import Lease, LeaseSource, TokenState
+from ._maturity import Probe, ProbeState
 
 __all__ = [
     "ACQUIRE",
     "DISCARD",
+    "Await",
     "Exchange",
     "Recovery",
     "Send",
     "Sleep",
+    "Verdict",
+    "judge",
     "origin",
     "rules",
 ]
 
 logger = logging.getLogger("aioica_auth")
 
-STALE_REPLAYS = 3  # resends of a request that went out with a superseded or expired token
-REFUSED_REPLAYS = 2  # invalidate-and-replays; the second only when the first's token is revoked
-YOUNG_WINDOW = 3.0  # seconds after issue in which a refused token may only be early
-YOUNG_SENDS = 4  # sends of a young token after its first refusal, at most
-FIRST_YOUNG_RETRY = 0.1  # seconds; doubled on each further refusal of a young token
+STALE_REPLAYS = 3  # resends of a request that went out with a token no longer handed out
+REFUSED_REPLAYS = 2  # invalidate-and-replays of one request
+MAX_SENDS = 6  # sends of one request, in all
+PROBE_SENDS = 4  # sends of a request that probes a young token, its first included
+PROBE_WAITS = (0.25, 0.5, 1.0)  # seconds before each resend of a probe
+PROBE_AWAIT = 5.0  # seconds a request awaits another's probe, at most
+YOUNG_WINDOW = 3.0  # seconds after issue in which a refused token may only be early (at least)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -107,20 +116,69 @@ class Sleep:
     seconds: float
 
 
-Step = _Acquire | _Discard | Send | Sleep
+@attrs.frozen
+class Await:
+    """Wait for the probe's outcome, at most `PROBE_AWAIT` seconds."""
+
+    probe: Probe
+
+
+Step = _Acquire | _Discard | Send | Sleep | Await
 Rules = Generator[Step, "Lease | int | None", None]
+
+
+class Verdict(enum.Enum):
+    """What a 401 to a token the manager handed out means (see the module docstring)."""
+
+    STALE = "stale"
+    EARLY = "early"
+    REVOKED = "revoked"
+    REFUSED = "refused"
 
 
 @attrs.frozen
 class _Answer:
     """What a resource answered to one send: its status, the lease sent with, and whether a
-    resource had accepted that token before the send went out (`proven`). A 401 to an
-    unproven token may be early (a resource whose clock lags); to a proven one, it is a
-    refusal."""
+    resource had accepted that token before the send went out (`proven`)."""
 
     status: int
     lease: Lease
     proven: bool
+
+
+def judge(source: LeaseSource, answer: _Answer) -> Verdict:
+    """The one judgement of a 401 (see the module docstring)."""
+    lease = answer.lease
+    now = lease.now(source.clock)
+    if source.served() is not lease or lease.state(now) is TokenState.EXPIRED:
+        return Verdict.STALE
+    if answer.proven:
+        return Verdict.REVOKED
+    return Verdict.EARLY if _young(source, lease, now) else Verdict.REFUSED
+
+
+def _young(source: LeaseSource, lease: Lease, now: float) -> bool:
+    window = min(YOUNG_WINDOW, source.policy.nbf_wait_max)
+    return lease.age(now) < max(window, lease.timing.matures - lease.timing.issued)
+
+
+class _Memory:
+    """When a 401 last cost a mint, per manager: at most one per `error_memory` seconds."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+
+_MEMORIES: weakref.WeakKeyDictionary[LeaseSource, _Memory] = weakref.WeakKeyDictionary()
+
+
+def _memory(source: LeaseSource) -> _Memory:
+    memory = _MEMORIES.get(source)
+    if memory is None:
+        memory = _MEMORIES[source] = _Memory()
+    return memory
 
 
 _Sent = Generator[Step, "Lease | int | None", _Answer]
@@ -128,144 +186,123 @@ _Sent = Generator[Step, "Lease | int | None", _Answer]
 
 def rules(source: LeaseSource, replayable: Callable[[], bool]) -> Rules:
     """The steps of one request for the manager's origin (see the module docstring)."""
-    answer = yield from _send((yield from _acquire()))
-    if answer.status != 401:
-        return
-    answer = yield from _stale_resends(source, answer, replayable)
-    if answer.status != 401 or not replayable():
-        return
-    settled = False  # young retries ran out with the token still in use: they cannot help
-    if _early(source, answer):
-        answer = yield from _young_retries(source, answer, replayable)
-        if answer.status != 401 or not replayable():
-            return
-        settled = _settled(source, answer.lease)
-    yield from _replays(source, answer.lease, replayable, settled=settled)
+    return _Flow(source, replayable).run()
 
 
-def _stale_resends(source: LeaseSource, answer: _Answer, replayable: Callable[[], bool]) -> _Sent:
-    """Resend with the current token while the one sent was superseded or has expired."""
-    for _ in range(STALE_REPLAYS):
-        if not _stale(source, answer.lease) or not replayable():
-            break
-        yield DISCARD
-        answer = yield from _send((yield from _acquire()))
-        if answer.status != 401:
-            break
-    return answer
+class _Flow:
+    """One request's way through the rules, with its counters."""
 
+    def __init__(self, source: LeaseSource, replayable: Callable[[], bool]) -> None:
+        self.source = source
+        self.replayable = replayable
+        self.sends = 0
 
-def _replays(
-    source: LeaseSource, lease: Lease, replayable: Callable[[], bool], *, settled: bool
-) -> Generator[Step, Lease | int | None, None]:
-    """Invalidate exactly the refused token and replay with a new one (see step 3)."""
-    for _ in range(REFUSED_REPLAYS):
-        yield DISCARD
-        source.invalidate(lease.token)
-        answer = yield from _send((yield from _acquire()))
-        if answer.status != 401 or not replayable():
-            return
-        if not settled and _early(source, answer):
-            # A revoked token's successor, early for a resource whose clock lags.
-            answer = yield from _young_retries(source, answer, replayable)
-            if answer.status != 401 or not replayable():
-                return
-            settled = _settled(source, answer.lease)
-        lease = answer.lease
-        if not lease.accepted:
-            return  # refused though no resource ever took it: another replay cannot help
-
-
-def _acquire() -> Generator[Step, Lease | int | None, Lease]:
-    lease = yield ACQUIRE
-    assert isinstance(lease, Lease)
-    return lease
-
-
-def _send(lease: Lease) -> _Sent:
-    proven = lease.accepted
-    status = yield Send(lease)
-    assert isinstance(status, int)
-    if status != 401:
-        lease.accepted = True
-    return _Answer(status, lease, proven)
-
-
-def _stale(source: LeaseSource, lease: Lease) -> bool:
-    """Sent with a token that is no longer the one in use, or that has expired since."""
-    if source.current() is not lease:
-        return True
-    return lease.state(lease.now(source.clock)) is TokenState.EXPIRED
-
-
-def _window(source: LeaseSource) -> float:
-    return min(YOUNG_WINDOW, source.policy.nbf_wait_max)
-
-
-def _young(source: LeaseSource, lease: Lease) -> bool:
-    """Not yet accepted by any resource, and issued only seconds ago (server time)."""
-    return not lease.accepted and lease.age(lease.now(source.clock)) < _window(source)
-
-
-def _early(source: LeaseSource, answer: _Answer) -> bool:
-    """A 401 that may only be early: its token was issued seconds ago, and no resource had
-    accepted it when the request went out (one may have since)."""
-    lease = answer.lease
-    return not answer.proven and lease.age(lease.now(source.clock)) < _window(source)
-
-
-def _young_retries(source: LeaseSource, answer: _Answer, replayable: Callable[[], bool]) -> _Sent:
-    """The token it replaced first, then the young token after short, growing waits; a
-    young or accepted token that supersedes it meanwhile is followed, and one that a
-    resource accepted meanwhile is resent at once. Returns the last answer."""
-    lease = answer.lease
-    prior = source.prior()
-    if not lease.accepted and prior is not None and prior.state(prior.now(source.clock)).live:
-        yield DISCARD
-        tried = yield from _send(prior)
-        if tried.status != 401 or not replayable():
-            return tried
-    delay = FIRST_YOUNG_RETRY
-    for _ in range(YOUNG_SENDS):
-        lease = _follow(source, lease)
-        if source.current() is not lease:
-            break
-        if lease.accepted:
-            # Another request got it through since this one's refusal, which was early: resent
-            # at once (refused now, it was revoked: the replays' case).
+    def run(self) -> Rules:
+        answer = yield from self._send((yield from self._acquire()))
+        stale = replays = 0
+        early: Lease | None = None  # the token last met young: one probe or wait per token
+        while answer.status == 401 and self.replayable() and self.sends < MAX_SENDS:
+            verdict = judge(self.source, answer)
+            if verdict is Verdict.EARLY and self.source.defer(answer.lease):
+                verdict = Verdict.STALE  # the token it replaced stands in while it matures
+            if verdict is Verdict.EARLY:
+                if early is answer.lease:
+                    return
+                early = answer.lease
+                after = yield from self._early(answer)
+                if after is None:
+                    return
+                answer = after
+                continue
+            if verdict is Verdict.STALE:
+                if stale == STALE_REPLAYS:
+                    return
+                stale += 1
+            else:
+                if replays == REFUSED_REPLAYS or not self._may_invalidate(verdict, answer.lease):
+                    return
+                replays += 1
+                self.source.invalidate(answer.lease.token)
             yield DISCARD
-            answer = yield from _send(lease)
-            break
-        if not _young(source, lease):
-            break
+            answer = yield from self._send((yield from self._acquire()))
+
+    def _may_invalidate(self, verdict: Verdict, lease: Lease) -> bool:
+        """A revocation always; a refusal that would re-mint once per `error_memory` s."""
+        if lease is not self.source.current():
+            return True  # the token a new one replaced: dropping it mints nothing
+        memory, now = _memory(self.source), self.source.clock.monotonic()
+        recent = memory.at is not None and now - memory.at < self.source.policy.error_memory
+        if verdict is Verdict.REFUSED and recent:
+            return False
+        memory.at = now
+        return True
+
+    def _early(self, answer: _Answer) -> Generator[Step, Lease | int | None, _Answer | None]:
+        """A young token's 401: resend once if accepted meanwhile, else its shared probe (run
+        it, or await it). Returns the answer to go on with, or None: give the caller this 401."""
+        lease = answer.lease
+        probe = lease.probe
+        if probe is None and not lease.accepted:
+            if self.sends >= PROBE_SENDS:
+                return None  # no sends left to probe with: leave it to another request
+            return (yield from self._probe(lease))
+        if probe is not None and probe.state is ProbeState.RUNNING:
+            yield DISCARD
+            yield Await(probe)
+        if not lease.accepted:
+            return None  # refused to the end of the probe: a new token would be younger still
         yield DISCARD
-        yield Sleep(delay)
-        delay *= 2
-        answer = yield from _send(lease)
-        if answer.status != 401:
-            logger.info(
-                "token %s accepted %.2f s after issue (resource clock lag)",
-                lease.token.fingerprint,
-                lease.age(lease.now(source.clock)),
-            )
-            break
-        if not replayable():
-            break
-    return answer
+        if lease.refused or not lease.state(lease.now(self.source.clock)).live:
+            lease = yield from self._acquire()
+        return (yield from self._send(lease))  # the token a resource accepted, once
 
+    def _probe(self, lease: Lease) -> Generator[Step, Lease | int | None, _Answer | None]:
+        """Resend `lease` after short, growing waits, for every request refused with it."""
+        probe = lease.probe = Probe()
+        outcome = ProbeState.ABANDONED
+        answer: _Answer | None = None
+        try:
+            for wait in PROBE_WAITS:
+                if self.sends >= PROBE_SENDS or self.source.served() is not lease:
+                    break
+                if not _young(self.source, lease, lease.now(self.source.clock)):
+                    break
+                yield DISCARD
+                if not lease.accepted:
+                    yield Sleep(wait)
+                answer = yield from self._send(lease)
+                if answer.status != 401:
+                    logger.info(
+                        "token %s accepted %.2f s after issue (resource clock lag)",
+                        lease.token.fingerprint,
+                        lease.age(lease.now(self.source.clock)),
+                    )
+                    break
+                if not self.replayable():
+                    break
+            outcome = ProbeState.ACCEPTED if lease.accepted else ProbeState.REFUSED
+        finally:
+            probe.settle(outcome)
+            if outcome is ProbeState.ABANDONED:
+                lease.probe = None  # its request went away: another may probe
+        if answer is None or (answer.status == 401 and self.source.served() is lease):
+            return None
+        return answer
 
-def _follow(source: LeaseSource, lease: Lease) -> Lease:
-    """The current lease if it superseded `lease` and is young or accepted, else `lease`."""
-    current = source.current()
-    if current is None or current is lease:
+    @staticmethod
+    def _acquire() -> Generator[Step, Lease | int | None, Lease]:
+        lease = yield ACQUIRE
+        assert isinstance(lease, Lease)
         return lease
-    return current if current.accepted or _young(source, current) else lease
 
-
-def _settled(source: LeaseSource, lease: Lease) -> bool:
-    """Young retries ran out with their token still in use and never accepted: more young
-    retries cannot help."""
-    return source.current() is lease and not lease.accepted
+    def _send(self, lease: Lease) -> _Sent:
+        proven = lease.accepted
+        self.sends += 1
+        status = yield Send(lease)
+        assert isinstance(status, int)
+        if status != 401:
+            lease.accepted = True
+        return _Answer(status, lease, proven)
 
 
 class Exchange:
@@ -293,6 +330,11 @@ class Exchange:
         """The lease to resend with after an answer of `status`; None: give the caller it."""
         return await self._advance(status)
 
+    def close(self) -> None:
+        """End the rules early (the request failed or was cancelled): a probe it ran is
+        settled, so the requests awaiting it go on."""
+        self._rules.close()
+
     async def _advance(self, value: Lease | int | None) -> Lease | None:
         while True:
             try:
@@ -303,6 +345,11 @@ class Exchange:
                 return step.lease
             if isinstance(step, Sleep):
                 await self._sleep(step.seconds)
+                value = None
+            elif isinstance(step, Await):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(PROBE_AWAIT):
+                        await step.probe.settled()
                 value = None
             elif step is DISCARD:
                 await self._discard()

@@ -251,6 +251,8 @@ async def test_outage_in_advisory_window_is_invisible_to_callers(servers: Any) -
         assert await m.headers() is first  # still the old token, no error
         srv.clear_faults()
         await wait_until(lambda: m.stats.mints >= 2)
+        # The new token is handed out once it has matured (0.2 s: maturity L/20).
+        await wait_until(lambda: m.served() is m.current(), limit=2.0)
         assert await m.headers() != first
     assert m.stats.waits == 1  # only the very first call waited
 

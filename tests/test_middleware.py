@@ -201,7 +201,7 @@ async def test_requests_that_outwait_their_token_in_the_pool_are_resent(servers:
     """A request that waited (for a pooled connection) until its token was superseded, and
     whose resend waited again: resent with the current token each time, not given the 401."""
     srv = await servers(lifetime=1.0)
-    async with ica(srv) as m:
+    async with ica(srv, maturity=0) as m:  # each new token handed out at once
         sends: list[str] = []
 
         async def slow_pool(request: Any) -> Any:
