@@ -309,7 +309,8 @@ async def test_the_loop_survives_n_transient_failures(caplog: pytest.LogCaptureF
         newer,
     ]
     source = ScriptedSource(clock, script, initial=given)
-    async with manager(source, clock, retry_initial=0.001, retry_max=0.002) as m:
+    # maturity=0: the new token is handed out at once (not after the given one's last minute).
+    async with manager(source, clock, retry_initial=0.001, retry_max=0.002, maturity=0) as m:
         await wait_until(lambda: m.stats.mints == 1)
         assert await m.headers() == {"Authorization": "Bearer " + newer}
         assert m.stats.failures == 6
