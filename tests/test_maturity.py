@@ -139,11 +139,13 @@ async def test_steady_state_at_a_lagging_resource_sees_no_young_token(
                 await asyncio.sleep(0.02)
             for _ in range(5):  # and once the last one is handed out
                 assert set(await get(m, srv.resource_url, 10)) == {200}
-        invalidations = m.stats.invalidations
+        invalidations, mints = m.stats.invalidations, m.stats.mints
     assert rounds > 10
     assert srv.statuses[("resource", 401)] == 0
     assert invalidations == 0
-    assert srv.counts["ica.create"] == 2
+    # The background renewals only (two, or three when a busy machine makes the loop above
+    # end late): no mint came of a 401.
+    assert srv.counts["ica.create"] == mints - 1 >= 2
 
 
 @pytest.mark.parametrize("get", ADAPTERS.values(), ids=ADAPTERS.keys())
