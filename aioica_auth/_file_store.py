@@ -15,6 +15,9 @@ Layout, in one directory (`0700`, created if missing), per key:
                     compare-and-replace, so a publish never replaces an entry that expires later
     .tmp-*          a publish or a takeover halfway (deleted by housekeeping once stale)
 
+`discard` (not part of `TokenStore`) deletes an entry only while it still holds the bytes a
+read returned, under the publish lock: the CLI's `token --invalidate` and `--force-refresh`.
+
 Every file is `0600`. A directory or file that another user owns, or that others can write,
 is refused with `TokenStoreError` (as ssh does), because whoever can write the entry decides
 which bearer token the fleet sends. Every lock is checked, once taken, to be on the file now
@@ -171,6 +174,18 @@ class FileTokenStore:
         self._sweep_now_and_then()
         return stored
 
+    async def discard(self, key: str, entry: bytes) -> bool:
+        """Delete the entry of `key` if it still holds exactly `entry` (the bytes a `read`
+        returned); whether it did. A compare-and-delete, under the publish lock: an entry
+        published since that read is never deleted. Not part of `TokenStore`: the CLI uses it
+        to drop a token that must no longer be handed out (`aioica-auth token --invalidate`).
+
+        Raises:
+            TokenStoreError: another publish held the lock too long, or a rule is broken.
+        """
+        path = self._path(key, ".token")
+        return await self._threads.run(self._discard, key, path, entry)
+
     async def wait(self, key: str, within: float) -> None:
         """Return once the entry of `key` changed since this store last read it, the lease's
         lock file changed (given back, taken over) or its lock is free, or the deadline of
@@ -245,6 +260,18 @@ class FileTokenStore:
                 with contextlib.suppress(OSError):
                     os.unlink(temporary)
                 raise
+            return True
+        finally:
+            os.close(lock)
+
+    def _discard(self, key: str, path: Path, entry: bytes) -> bool:
+        lock = lock_current(self.directory, self._path(key, ".publish"), _PUBLISH_LOCK_TIMEOUT)
+        assert lock is not None  # with a timeout: the lock, or an error
+        try:
+            stored, _ = self._read(path)
+            if stored != entry:
+                return False  # gone, or replaced since it was read
+            os.unlink(path)
             return True
         finally:
             os.close(lock)
