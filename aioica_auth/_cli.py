@@ -3,9 +3,11 @@
 The CLI is split by concern: `_cli_parser` (the parser), `_cli_argv` (the check that keeps
 secrets off argv), `_discovery` (credentials, shared with `TokenManager.from_environment`),
 `_cli_commands` (token, whoami, details), `_cli_cache` (the token cache of token and whoami,
-a `FileTokenStore`), `_cli_decode` (decode, offline), `_cli_serve` and
-`_cli_demo*` (the local server and the demo, imported only when they run: importing this
-module loads neither `aioica_auth.testing` nor `aiohttp.web`).
+a `FileTokenStore`, and token's --force-refresh and --invalidate), `_cli_progress` (waiting
+within --timeout, failing fast, saying on stderr what a wait waits for), `_cli_decode`
+(decode, offline), `_cli_serve` and `_cli_demo*` (the local server and the demo, imported
+only when they run: importing this module loads neither `aioica_auth.testing` nor
+`aiohttp.web`).
 
 Credentials never come from the command line, where shell history and `ps` would keep them.
 Exit codes: 0 success, 1 authentication or API failure (or a token not valid now, for
@@ -21,10 +23,12 @@ import contextlib
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from ._cli_argv import check_argv
+from ._cli_cache import process_started
 from ._cli_commands import details_command, token_command, whoami_command
 from ._cli_decode import decode_command, describe_validity, human_duration
 from ._cli_parser import PROG, Failure, Parser, UsageError, build_parser
@@ -170,11 +174,16 @@ def _run(args: argparse.Namespace, *, debug: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `aioica-auth` with `argv` (default `sys.argv[1:]`); return the exit code."""
+    # When this command started (for `token --force-refresh`): the process's start when it
+    # runs as a program, so that runs spawned at once count as at once however slowly each
+    # loads; this call's, when called with arguments (in-process, from tests).
+    started = process_started() if argv is None else time.time()
     try:
         parsed = _parse(list(sys.argv[1:] if argv is None else argv), build_parser())
         if isinstance(parsed, int):
             sys.stdout.flush()  # --help, --version into a closed pipe
             return parsed
+        parsed.started = started
         debug = bool(parsed.debug)
         with _logging(debug):
             return _run(parsed, debug=debug)

@@ -16,13 +16,17 @@ import asyncio
 import datetime as dt
 import json
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._cli_cache import CliCache, open_cache
+import yarl
+
+from ._cli_cache import CliCache, cache_key, cacheable, force_refresh, invalidate, open_cache
 from ._cli_decode import format_identity, identity, iso
 from ._cli_parser import PROG, Failure, UsageError
+from ._cli_progress import Watch, stderr_watch, within_timeout
 from ._console import ConsoleTokenApi
 from ._credentials import ApiKey, Credential, Jwt, PsToken
 from ._discovery import (
@@ -35,8 +39,10 @@ from ._discovery import (
 )
 from ._discovery import private_file_note as _private_file_note
 from ._errors import InvalidResponseError
+from ._http import MAX_TIMEOUT
 from ._manager import TokenManager
 from ._models import converter
+from ._store import TokenStoreError
 from ._token import Token
 
 __all__ = ["details_command", "resolve", "token_command", "whoami_command"]
@@ -112,9 +118,12 @@ def resolve(
     return found
 
 
-def _timeouts(args: argparse.Namespace) -> dict[str, Any]:
-    # One request may take most of --timeout, leaving time to name why it failed.
-    return {"acquire_timeout": args.timeout, "request_timeout": min(30.0, 0.8 * args.timeout)}
+def _timeouts(args: argparse.Namespace, *, watched: bool = False) -> dict[str, Any]:
+    """The manager's timeouts. One request may take most of --timeout, leaving time to name
+    why it failed; a `watched` wait (`within_timeout`) keeps --timeout itself, so the
+    manager's own bound is a second beyond it and the person reads about --timeout."""
+    timeout = min(args.timeout + 1.0, MAX_TIMEOUT) if watched else args.timeout
+    return {"acquire_timeout": timeout, "request_timeout": round(min(30.0, 0.8 * args.timeout), 3)}
 
 
 def _manager(
@@ -127,12 +136,22 @@ def _manager(
             base_url=found.base_url,
             tenant=args.tenant,
             store=cache,
-            **_timeouts(args),
+            **_timeouts(args, watched=True),
         )
     assert not isinstance(credential, Jwt)  # used as it is: see _fresh_token
     return TokenManager.for_console(
-        credential, base_url=found.base_url, domain=args.tenant, store=cache, **_timeouts(args)
+        credential,
+        base_url=found.base_url,
+        domain=args.tenant,
+        store=cache,
+        **_timeouts(args, watched=True),
     )
+
+
+def _origin(found: DiscoveredCredentials) -> str:
+    """The token endpoint's host and port, for the status line."""
+    url = yarl.URL(found.base_url)
+    return f"{url.host}:{url.port}" if url.port is not None else str(url.host)
 
 
 def _given_jwt(found: DiscoveredCredentials, min_validity: float | None) -> Token:
@@ -176,6 +195,71 @@ async def _from_manager(
         return await manager.token(min_validity=min_validity)
 
 
+async def _force_refresh(
+    found: DiscoveredCredentials,
+    args: argparse.Namespace,
+    cache: CliCache,
+    min_validity: float | None,
+    watch: Watch,
+) -> Token:
+    """A new token, minted under the cache's lease (or one another run published since this
+    one started), cached for the next runs; without the cache when the cache fails."""
+
+    async def mint() -> Token:
+        return await _from_manager(found, args, None, min_validity)
+
+    started = getattr(args, "started", None)
+    try:
+        return await force_refresh(
+            cache,
+            cache_key(found, args.tenant),
+            mint,
+            since=time.time() if started is None else started,
+            lease_ttl=2 * _timeouts(args)["request_timeout"] + 2,
+            waiting=watch.waiting,
+        )
+    except (TokenStoreError, OSError):  # said once on stderr by CliCache
+        return await mint()
+
+
+def _invalidate(
+    found: DiscoveredCredentials, args: argparse.Namespace, env: Mapping[str, str]
+) -> int:
+    """`token --invalidate`: drop the cached token, saying what was done on stderr."""
+    if args.header or args.json or args.min_validity is not None:
+        raise UsageError("--invalidate prints no token: drop --header, --json, --min-validity")
+    if not cacheable(found):
+        _say(
+            args, f"no cached token to drop: tokens of {credential_source(found)} are never cached"
+        )
+        return 0
+
+    async def drop() -> bool | None:
+        cache = open_cache(found, args, env)
+        if cache is None:
+            return None
+        try:
+            return await invalidate(cache, cache_key(found, args.tenant))
+        except (TokenStoreError, OSError):  # said once on stderr by CliCache
+            return None
+        finally:
+            await cache.aclose()
+
+    dropped = asyncio.run(drop())
+    if dropped is None:
+        _say(args, "no cached token to drop")
+    elif dropped:
+        _say(args, "cached token dropped: the next run mints a new one")
+    else:
+        _say(args, "the cached token was replaced meanwhile by another run: left in place")
+    return 0
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    if not args.quiet:
+        print(f"{PROG}: {message}", file=sys.stderr)
+
+
 def _fresh_token(
     found: DiscoveredCredentials, args: argparse.Namespace, env: Mapping[str, str]
 ) -> Token:
@@ -189,9 +273,16 @@ def _fresh_token(
         return _given_jwt(found, min_validity)
 
     async def fetch() -> Token:
+        loop = asyncio.get_running_loop()
+        quiet = bool(getattr(args, "quiet", False))
+        watch = stderr_watch(_origin(found), args.timeout, quiet=quiet, started=loop.time())
         cache = open_cache(found, args, env)
         try:
-            return await _from_manager(found, args, cache, min_validity)
+            if cache is not None and getattr(args, "force_refresh", False):
+                work = _force_refresh(found, args, cache, min_validity, watch)
+            else:
+                work = _from_manager(found, args, cache, min_validity)
+            return await within_timeout(work, watch)
         finally:
             if cache is not None:
                 await cache.aclose()
@@ -209,8 +300,12 @@ def _fresh_token(
 
 
 def token_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """`aioica-auth token`: print a fresh JWT (or its header, or JSON)."""
-    token = _fresh_token(resolve(args, env, console=args.console), args, env)
+    """`aioica-auth token`: print a fresh JWT (or its header, or JSON); with --invalidate,
+    drop the cached one instead."""
+    found = resolve(args, env, console=args.console)
+    if args.invalidate:
+        return _invalidate(found, args, env)
+    token = _fresh_token(found, args, env)
     if args.header:
         print(f"Authorization: {token.authorization}")
     elif args.json:

@@ -44,6 +44,18 @@ CACHE_HELP = (
     "and the command goes on without the cache. --no-cache neither reads nor writes it.\n"
     "A JWT given as it is (ICAV2_ACCESS_TOKEN) and a console psToken are never cached."
 )
+STEER_HELP = (
+    "token --force-refresh mints now and replaces the cached token (runs at once share one\n"
+    "mint: one that finds a token another run published since it started prints that one);\n"
+    "token --invalidate drops the cached token (only the one it read: a token another run\n"
+    "just published stays), so a revoked token stops being handed out; it prints no token."
+)
+WAIT_HELP = (
+    "Waiting: a refused connection, an unknown host or a TLS failure is tried 3 times at\n"
+    "most, within 5 s, then reported; anything else (no answer, 5xx, 429) is retried until\n"
+    "--timeout. A wait longer than a second is said on stderr (on a terminal, one line that\n"
+    "is rewritten; -q: nothing but errors)."
+)
 WORD = re.compile(r"[a-z][a-z0-9-]{0,19}")
 _REGION = re.compile(r"[a-z]{2,4}[0-9]{1,2}")
 
@@ -213,8 +225,11 @@ def _token_command(command: _Command) -> None:
         f"  {PROG} token --min-validity 3600   # a token that lasts the next hour\n"
         f"  {PROG} token --x-api-key-file ~/.config/ica.key -s ica.illumina.com\n"
         f"  {PROG} token --console --region use1\n"
-        f"  {PROG} token --no-cache            # neither read nor write the token cache\n\n"
-        f"Credentials: {ENV_HELP}. Never pass one as an argument.\n\n{CACHE_HELP}",
+        f"  {PROG} token --no-cache            # neither read nor write the token cache\n"
+        f"  {PROG} token --force-refresh       # a new token now, cached for the next runs\n"
+        f"  {PROG} token --invalidate          # drop the cached token (revoked, say)\n\n"
+        f"Credentials: {ENV_HELP}. Never pass one as an argument.\n\n{CACHE_HELP}\n"
+        f"{STEER_HELP}\n\n{WAIT_HELP}",
     )
     out = p.add_mutually_exclusive_group()
     p.option("--header", into=out, action="store_true",
@@ -224,7 +239,15 @@ def _token_command(command: _Command) -> None:
     p.option("--min-validity", metavar="SECONDS", type=_number(0, strict=False), default=None,
              help="the token must stay valid this long (renewed first if needed; exit 1 if "
              "the server's tokens cannot last that long)")  # fmt: skip
-    _cache_option(p)
+    cache = p.add_mutually_exclusive_group()
+    _cache_option(p, into=cache)
+    p.option("--force-refresh", into=cache, action="store_true",
+             help="mint a new token now and cache it, even if the cached one is good "
+             "(runs at once mint once)")  # fmt: skip
+    p.option("--invalidate", into=cache, action="store_true",
+             help="drop the cached token (a revoked one, say) and print nothing; the next "
+             "run mints")  # fmt: skip
+    _quiet_option(p)
     _endpoint_options(p, console="flag")
 
 
@@ -233,10 +256,12 @@ def _whoami_command(command: _Command) -> None:
         "whoami",
         "Show who a fresh token speaks for: tenant, user, e-mail and expiry, from its claims.",
         f"examples:\n  {PROG} whoami\n  {PROG} whoami --json\n  {PROG} whoami --console\n\n"
-        f"For the console's own view (workgroup, domain, ACLs) see `details`.\n\n{CACHE_HELP}",
+        f"For the console's own view (workgroup, domain, ACLs) see `details`.\n\n{CACHE_HELP}"
+        f"\n\n{WAIT_HELP}",
     )
     p.option("--json", action="store_true", help="print the identity as JSON")
     _cache_option(p)
+    _quiet_option(p)
     _endpoint_options(p, console="flag")
 
 
@@ -271,10 +296,15 @@ def _details_command(command: _Command) -> None:
     _endpoint_options(p, console="always")
 
 
-def _cache_option(p: Parser) -> None:
-    p.option("--no-cache", action="store_true",
+def _cache_option(p: Parser, into: Any = None) -> None:
+    p.option("--no-cache", into=into, action="store_true",
              help="neither reuse nor store a cached token (the cache holds bearer tokens: "
              "see below)")  # fmt: skip
+
+
+def _quiet_option(p: Parser) -> None:
+    p.option("-q", "--quiet", action="store_true",
+             help="say nothing on stderr while waiting (errors are still said)")  # fmt: skip
 
 
 def _endpoint_options(p: Parser, *, console: str) -> None:
@@ -303,7 +333,8 @@ def _endpoint_options(p: Parser, *, console: str) -> None:
         help="tenant to mint for, when the user has several (the domain, on the console)",
     )
     p.option("--timeout", type=_number(0, strict=True), default=30.0,
-             help="seconds to keep retrying transient failures (default 30)")  # fmt: skip
+             help="seconds to wait for a token, retrying what may pass (default 30); "
+             "a refused connection, unknown host or TLS failure ends within 5 s")  # fmt: skip
 
 
 def _serve_command(command: _Command) -> None:
