@@ -242,10 +242,11 @@ async def within_timeout(work: Awaitable[_T], watch: Watch) -> _T:
     try:
         while not task.done():
             now = loop.time()
+            # The last failure is the cause, so that --debug shows where it came from.
             if watch.gave_up is not None:
-                raise Failure(watch.gave_up)
+                raise Failure(watch.gave_up) from watch.last
             if now >= deadline:
-                raise Failure(watch.out_of_time(now))
+                raise Failure(watch.out_of_time(now)) from watch.last
             watch.show(now)
             until = deadline - now
             if not watch.quiet:
@@ -284,7 +285,7 @@ def _result(task: asyncio.Future[_T], watch: Watch, now: float) -> _T:
         return task.result()
     except TokenUnavailableError as exc:
         if watch.gave_up is not None:
-            raise Failure(watch.gave_up) from None
+            raise Failure(watch.gave_up) from exc
         cause = exc.__cause__
         transient = isinstance(cause, IcaError) and classify(cause) is Severity.TRANSIENT
         if not transient or isinstance(cause, RateLimitError):
@@ -292,7 +293,7 @@ def _result(task: asyncio.Future[_T], watch: Watch, now: float) -> _T:
         if isinstance(cause, IcaError):
             watch.last = cause
             watch.failures = max(watch.failures, 1)
-        raise Failure(watch.out_of_time(now)) from None
+        raise Failure(watch.out_of_time(now)) from exc
 
 
 def stderr_watch(origin: str, timeout: float, *, quiet: bool, started: float) -> Watch:
