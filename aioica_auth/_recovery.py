@@ -196,35 +196,62 @@ class _Flow:
         self.source = source
         self.replayable = replayable
         self.sends = 0
+        self.stale = 0  # resends after a STALE 401
+        self.replays = 0  # invalidate-and-replays after a REVOKED or REFUSED one
 
     def run(self) -> Rules:
         answer = yield from self._send((yield from self._acquire()))
-        stale = replays = 0
+        why = yield from self._recover(answer)
+        if why is not None:
+            logger.debug("a 401 goes back to the caller: %s (%d sends)", why, self.sends)
+
+    def _recover(self, answer: _Answer) -> Generator[Step, Lease | int | None, str | None]:
+        """Follow the rules while the answer is a 401; why the last one goes back, or None."""
         early: Lease | None = None  # the token last met young: one probe or wait per token
-        while answer.status == 401 and self.replayable() and self.sends < MAX_SENDS:
+        while answer.status == 401:
+            if (why := self._spent()) is not None:
+                return why
             verdict = judge(self.source, answer)
             if verdict is Verdict.EARLY and self.source.defer(answer.lease):
                 verdict = Verdict.STALE  # the token it replaced stands in while it matures
             if verdict is Verdict.EARLY:
                 if early is answer.lease:
-                    return
+                    return "its young token was refused again"
                 early = answer.lease
                 after = yield from self._early(answer)
                 if after is None:
-                    return
+                    return "its young token was refused to the end of its probe"
                 answer = after
                 continue
-            if verdict is Verdict.STALE:
-                if stale == STALE_REPLAYS:
-                    return
-                stale += 1
-            else:
-                if replays == REFUSED_REPLAYS or not self._may_invalidate(verdict, answer.lease):
-                    return
-                replays += 1
-                self.source.invalidate(answer.lease.token)
+            if (why := self._resend(verdict, answer.lease)) is not None:
+                return why
             yield DISCARD
             answer = yield from self._send((yield from self._acquire()))
+        return None
+
+    def _spent(self) -> str | None:
+        """Why no send is left to this request, or None."""
+        if not self.replayable():
+            return "its body cannot be sent again"
+        if self.sends >= MAX_SENDS:
+            return f"{MAX_SENDS} sends"
+        return None
+
+    def _resend(self, verdict: Verdict, lease: Lease) -> str | None:
+        """Count a resend for a STALE, REVOKED or REFUSED 401 (invalidating the refused
+        token); why there is none left, or None."""
+        if verdict is Verdict.STALE:
+            if self.stale == STALE_REPLAYS:
+                return f"{STALE_REPLAYS} resends with a newer token"
+            self.stale += 1
+            return None
+        if self.replays == REFUSED_REPLAYS:
+            return f"{REFUSED_REPLAYS} tokens refused"
+        if not self._may_invalidate(verdict, lease):
+            return "a refused token was re-minted less than error_memory ago"
+        self.replays += 1
+        self.source.invalidate(lease.token)
+        return None
 
     def _may_invalidate(self, verdict: Verdict, lease: Lease) -> bool:
         """A revocation always; a refusal that would re-mint once per `error_memory` s."""
