@@ -19,8 +19,10 @@ A renewed token is handed out only once it has matured while the one it replaced
 good (`_maturity`), so a resource whose clock lags sees no young token in steady state. A 401
 for a token the manager handed out is judged once (`judge`, a `Verdict`):
 
-- STALE: the token sent is no longer the one handed out, or has expired: resend with the
-  one handed out now (at most 3 times).
+- STALE: the token sent has expired, or (never accepted) is no longer the one handed out:
+  resend with the one handed out now (at most 5 times: a stale resend costs no mint, and
+  under load a request can wait in a connection pool past a short token's life more than
+  once; `MAX_SENDS` bounds it all).
 - EARLY: young (no resource had accepted it when the request went out, issued less than
   `max(3 s, maturity)` ago in the server's time): it may only be early. If the token it
   replaced is still good, that one is handed out longer and the request resent with it.
@@ -28,7 +30,8 @@ for a token the manager handed out is judged once (`judge`, a `Verdict`):
   0.25, 0.5 and 1 s (4 sends at most, its first included); the others await the outcome
   (at most `PROBE_AWAIT` s) and resend once if it was accepted, else get their 401 back.
   A young token is never re-minted: a new one would be younger still.
-- REVOKED: a resource had accepted it: exactly that token is invalidated, at once, and the
+- REVOKED: a resource had accepted it and it has not expired: exactly that token is
+  invalidated at once (never handed out again, not even while a newer one matures), and the
   request replayed with the next one.
 - REFUSED: never accepted and no longer young: as REVOKED, but a refusal that would re-mint
   does so at most once per `error_memory` seconds per manager; else the 401 goes back.
@@ -69,7 +72,7 @@ __all__ = [
 
 logger = logging.getLogger("aioica_auth")
 
-STALE_REPLAYS = 3  # resends of a request that went out with a token no longer handed out
+STALE_REPLAYS = 5  # resends of a request that went out with a token no longer handed out
 REFUSED_REPLAYS = 2  # invalidate-and-replays of one request
 MAX_SENDS = 6  # sends of one request, in all
 PROBE_SENDS = 4  # sends of a request that probes a young token, its first included
@@ -150,10 +153,14 @@ def judge(source: LeaseSource, answer: _Answer) -> Verdict:
     """The one judgement of a 401 (see the module docstring)."""
     lease = answer.lease
     now = lease.now(source.clock)
-    if source.served() is not lease or lease.state(now) is TokenState.EXPIRED:
+    if lease.state(now) is TokenState.EXPIRED:
         return Verdict.STALE
     if answer.proven:
+        # Accepted, unexpired, now refused: revoked, even if a newer token is handed out now
+        # (it may be the one bridged with while the newer matures: it must go).
         return Verdict.REVOKED
+    if source.served() is not lease:
+        return Verdict.STALE
     return Verdict.EARLY if _young(source, lease, now) else Verdict.REFUSED
 
 

@@ -188,19 +188,37 @@ def test_refused_accepted_token_is_revoked_and_renewed_at_once() -> None:
 
 
 def test_stale_token_is_resent_at_most_three_times() -> None:
-    """A token superseded before each answer (the new one handed out at once): resent with
-    the current one, at most 3 times; then the 401 goes back (no replay, no invalidation)."""
+    """A token superseded before each answer (the new one handed out at once), none of them
+    accepted yet: resent with the current one, at most 5 times; then the 401 goes back (no
+    replay, no invalidation). (An accepted one refused is revoked: the next test's case.)"""
     source = FakeSource(maturity=0)
-    source.acquire().accepted = True
+    source.acquire()
 
     def superseding(lease: Lease, n: int) -> int:
-        source.mint().accepted = True  # another task got a newer token meanwhile
+        source.mint()  # another task got a newer token meanwhile
         return 401
 
     sent, _ = drive(source, superseding)
-    assert len(sent) == 1 + 3
+    assert len(sent) == 1 + 5  # MAX_SENDS
     assert len({id(lease) for lease in sent}) == len(sent)
     assert source.invalidated == []
+
+
+def test_a_superseded_token_that_was_accepted_and_is_refused_is_revoked() -> None:
+    """The token a renewal replaced, accepted before, refused now: revoked. It is dropped
+    (never handed out again, not even to bridge while the new one matures) and the request
+    replayed with the new one, instead of going back and forth between the two."""
+    source = FakeSource()
+    old, new = renewed(source)
+    assert source.served() is old  # bridging while `new` matures
+
+    def refusing_old(lease: Lease, n: int) -> int:
+        return 401 if lease is old else 200
+
+    sent, _ = drive(source, refusing_old)
+    assert [lease is old for lease in sent] == [True, False]
+    assert source.invalidated == [old.token]
+    assert source.served() is new
 
 
 def test_unreplayable_body_gets_the_first_401() -> None:
