@@ -271,20 +271,24 @@ async def test_in_process_force_refresh_and_invalidate(
 # -- FileTokenStore.discard ---------------------------------------------------------------------
 
 
+# Expiries an hour ahead: the store's sweep deletes entries long expired.
+LATER = time.time() + 3600
+
+
 async def test_discard_is_compare_and_delete(tmp_path: Path) -> None:
     """discard deletes the entry only while it holds exactly the bytes read: an entry
     published since is kept; a missing one is no error."""
     store = FileTokenStore(tmp_path / "store")
     assert await store.discard(KEY, b"anything") is False
-    assert await store.publish(KEY, b"first", expires_at=100.0)
+    assert await store.publish(KEY, b"first", expires_at=LATER + 100)
     read = await store.read(KEY)
     assert read == b"first"
-    assert await store.publish(KEY, b"second", expires_at=200.0)
+    assert await store.publish(KEY, b"second", expires_at=LATER + 200)
     assert await store.discard(KEY, read) is False
     assert await store.read(KEY) == b"second"
     assert await store.discard(KEY, b"second") is True
     assert await store.read(KEY) is None
-    assert await store.publish(KEY, b"third", expires_at=50.0)  # nothing fences it now
+    assert await store.publish(KEY, b"third", expires_at=LATER + 50)  # nothing fences it now
     await store.aclose()
 
 
@@ -292,7 +296,7 @@ async def test_discard_wakes_a_waiter(tmp_path: Path) -> None:
     """A waiter on the key sees the deletion as a change, as it sees a publish."""
     store = FileTokenStore(tmp_path / "store")
     other = FileTokenStore(tmp_path / "store")
-    assert await store.publish(KEY, b"entry", expires_at=100.0)
+    assert await store.publish(KEY, b"entry", expires_at=LATER + 100)
     assert await store.acquire(KEY, 30.0) is not None  # a lease held: only a change wakes
     assert await other.read(KEY) == b"entry"
     waiter = asyncio.ensure_future(other.wait(KEY, 30.0))

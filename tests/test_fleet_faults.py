@@ -151,8 +151,14 @@ async def test_a_caller_whose_bound_passes_on_another_process_lease_is_told_so(
 
 # -- clocks -----------------------------------------------------------------------------------
 
-SERVER_NOW = float(int(time.time()))  # now: the store sweeps entries long expired
+SERVER_NOW = 0.0  # the server's clock, now: set for each test (the store sweeps old entries)
 BEHIND = 7.0  # this host's clock, against the server's and the publisher's
+
+
+@pytest.fixture(autouse=True)
+def server_now() -> None:
+    global SERVER_NOW
+    SERVER_NOW = float(int(time.time()))
 
 
 class HostClock:

@@ -140,7 +140,7 @@ async def test_steady_state_at_a_lagging_resource_sees_no_young_token(
             for _ in range(5):  # and once the last one is handed out
                 assert set(await get(m, srv.resource_url, 10)) == {200}
         invalidations, mints = m.stats.invalidations, m.stats.mints
-    assert rounds > 10
+    assert rounds > 5  # requests all along (fewer rounds on a busy machine)
     assert srv.statuses[("resource", 401)] == 0
     assert invalidations == 0
     # The background renewals only (two, or three when a busy machine makes the loop above
