@@ -243,5 +243,8 @@ def plan(
     window = min(policy.refresh_margin, scale / 2)
     hard = min(policy.min_validity, scale / 10, window / 2)
     refresh_at = expires - window - (rng or _RANDOM).random() * policy.jitter * window
-    matures = anchor + min(policy.maturity, scale / 20)
+    # Matured counted from the answer's arrival, as validity is: `iat` may be stamped as late
+    # as that (a slow server), and a young token is the risk here.
+    arrived = reply.received_at if reply is not None else anchor
+    matures = arrived + min(policy.maturity, scale / 20)
     return Timing(anchor, valid_from, refresh_at, expires - hard, expires, lifetime, skew, matures)
