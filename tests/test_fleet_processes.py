@@ -247,11 +247,11 @@ async def test_a_holder_killed_mid_mint_never_fails_a_newcomer_with_the_defaults
 async def test_a_retry_after_is_honoured_by_the_whole_fleet(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """8 processes start while the token endpoint answers `429 Retry-After: 2` for 6 s: the
+    """6 processes start while the token endpoint answers `429 Retry-After: 2` for 6 s: the
     fleet asks about once per 2 s in all (without a shared hold each process asked 3 times:
-    24), no two requests closer than the server asked, and every process gets the token once
+    18), no two requests closer than the server asked, and every process gets the token once
     the endpoint recovers."""
-    processes, window, retry_after = 8, 6.0, 2.0
+    processes, window, retry_after = 6, 6.0, 2.0
     async with LocalIcaServer() as srv:
         spec = store_spec(kind, tmp_path, request)
         start = time.time() + 3.0  # every worker started and waiting by then
