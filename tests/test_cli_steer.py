@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,45 +21,19 @@ from aioica_auth import FileTokenStore, Token, _cli_commands
 from aioica_auth._cli import main
 from aioica_auth.testing import LocalIcaServer
 
+from . import test_cli_cache
 from .support import ROOT, find_secret, run_cli
 
 pytestmark = pytest.mark.timeout(300)
+# The CLI cache tests' fixtures: their server, child environment and cache directory.
+server, env, cache = test_cli_cache.server, test_cli_cache.env, test_cli_cache.cache
 RUNS = 64  # in-process runs at once (threads): 64 interpreters would load 2 cores for ~20 s
 # Real processes at once: enough to prove the lease across processes without starving the
 # suite's other timing tests under -n 8; AIOICA_TEST_FORCE_PROCESSES=64 runs the full count.
 PROCESSES = int(os.environ.get("AIOICA_TEST_FORCE_PROCESSES", "8"))
 # Not beside test_cli_wait's timed runs (one xdist worker runs the group in turn).
 STORM = pytest.mark.xdist_group("cli_timing")
-_DROPPED = ("ICA", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "XDG_CACHE_HOME", "HOME")
 KEY = "ab" * 32
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[LocalIcaServer]:
-    """A local ICA server with 10-minute tokens."""
-    async with LocalIcaServer(lifetime=600.0) as srv:
-        yield srv
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> Path:
-    """The CLI's cache directory for the test's XDG_CACHE_HOME."""
-    return tmp_path / "xdg-cache" / "aioica_auth"
-
-
-@pytest.fixture
-def env(server: LocalIcaServer, tmp_path: Path, cache: Path) -> dict[str, str]:
-    """A child environment: no ICA variable or proxy of the developer's, a fresh HOME and
-    cache, the local server's API key and root."""
-    home = tmp_path / "home"
-    home.mkdir()
-    kept = {k: v for k, v in os.environ.items() if not k.upper().startswith(_DROPPED)}
-    return kept | {
-        "HOME": str(home),
-        "XDG_CACHE_HOME": str(cache.parent),
-        "ICAV2_X_API_KEY": server.api_key,
-        "ICAV2_BASE_URL": server.ica_base_url,
-    }
 
 
 def clean(text: str, server: LocalIcaServer) -> None:
