@@ -169,20 +169,7 @@ async def test_steering_usage_errors(
 # -- in-process --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def in_process(
-    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Awaitable[int]]:
-    """`main(argv)` in a worker thread, with the child environment as os.environ."""
-    for name in list(os.environ):
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-
-    async def run(*argv: str) -> int:
-        return await asyncio.to_thread(main, list(argv))
-
-    return run
+in_process = test_cli_cache.in_process  # main(argv) in a thread, the child environment
 
 
 @STORM
