@@ -226,10 +226,13 @@ class _Flow:
                     return "its young token was refused again"
                 early = answer.lease
                 after = yield from self._early(answer)
-                if after is None:
+                if after is not None:
+                    answer = after
+                    continue
+                if not early.accepted:
                     return "its young token was refused to the end of its probe"
-                answer = after
-                continue
+                # Another request got it accepted meanwhile, and it is refused now: revoked.
+                verdict = Verdict.REVOKED
             if (why := self._resend(verdict, answer.lease)) is not None:
                 return why
             yield DISCARD

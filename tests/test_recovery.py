@@ -221,6 +221,27 @@ def test_a_superseded_token_that_was_accepted_and_is_refused_is_revoked() -> Non
     assert source.served() is new
 
 
+def test_a_young_token_accepted_during_its_probe_then_refused_is_revoked() -> None:
+    """The probe's token is accepted by another request meanwhile, then refused to the end of
+    the probe (revoked in between): no 401 for the caller, as for any revoked token: it is
+    invalidated and the request replayed with the next one."""
+    source = FakeSource()
+    young = source.acquire()
+
+    def revoked_while_probed(lease: Lease, n: int) -> int:
+        if lease is young:
+            if n == 2:  # the probe's first resend: meanwhile another request got it through
+                young.accepted = True
+            return 401
+        return 200
+
+    sent, _ = drive(source, revoked_while_probed)
+    assert sent[0] is young
+    assert sent[-1] is not young
+    assert len(sent) <= 6
+    assert source.invalidated == [young.token]
+
+
 def test_unreplayable_body_gets_the_first_401() -> None:
     """A body that cannot be replayed: one send, no invalidation."""
     source = FakeSource()
