@@ -9,10 +9,11 @@ within its bound; what cannot be shared is refused at construction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,18 @@ def manager(srv: LocalIcaServer, store: object, **policy: Any) -> TokenManager:
         store=store,  # type: ignore[arg-type]
         **policy,
     )
+
+
+@contextlib.asynccontextmanager
+async def squatted(srv: LocalIcaServer, directory: Path) -> AsyncIterator[None]:
+    """Another process's renewal lease on the fleet's key in `directory`, held throughout."""
+    squatter = FileTokenStore(directory)
+    held = await squatter.acquire(key_of(srv), 60.0)
+    assert held is not None
+    try:
+        yield
+    finally:
+        await squatter.release(key_of(srv), held)
 
 
 def store_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -273,10 +286,8 @@ async def test_a_lease_held_with_nothing_published_is_waited_out_then_minted_alo
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with LocalIcaServer() as srv:
-        store, squatter = FileTokenStore(tmp_path), FileTokenStore(tmp_path)
-        held = await squatter.acquire(key_of(srv), 60.0)
-        assert held is not None
-        try:
+        store = FileTokenStore(tmp_path)
+        async with squatted(srv, tmp_path):
             # A lease of 3 s, and patience for one more renewal of 2 s: 5 s.
             async with manager(srv, store, request_timeout=0.5) as m:
                 loop = asyncio.get_running_loop()
@@ -286,8 +297,6 @@ async def test_a_lease_held_with_nothing_published_is_waited_out_then_minted_alo
             assert waited >= 4.5  # the patience, less a poll interval
             assert srv.counts["ica.create"] == 1
             assert any("lease was held" in w for w in store_warnings(caplog))
-        finally:
-            await squatter.release(key_of(srv), held)
 
 
 async def test_the_holder_publishes_for_the_next_manager_with_its_skew(tmp_path: Path) -> None:

@@ -34,8 +34,9 @@ from aioica_auth._store import (
 from aioica_auth._token import Token, decode_jwt
 from aioica_auth.testing import LocalIcaServer
 
+from .fakes import ScriptedSource
 from .support import find_secret, key_of, unsigned_jwt
-from .test_fleet import manager
+from .test_fleet import manager, squatted
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -133,16 +134,13 @@ def test_holds_are_checked_field_by_field() -> None:
 async def test_a_caller_whose_bound_passes_on_another_process_lease_is_told_so(
     tmp_path: Path,
 ) -> None:
-    async with LocalIcaServer() as srv:
-        store, squatter = FileTokenStore(tmp_path), FileTokenStore(tmp_path)
-        held = await squatter.acquire(key_of(srv), 60.0)
-        assert held is not None
-        try:
-            async with manager(srv, store, request_timeout=2, acquire_timeout=0.5) as m:
-                with pytest.raises(TokenUnavailableError) as caught:
-                    await m.token()
-        finally:
-            await squatter.release(key_of(srv), held)
+    async with (
+        LocalIcaServer() as srv,
+        squatted(srv, tmp_path),
+        manager(srv, FileTokenStore(tmp_path), request_timeout=2, acquire_timeout=0.5) as m,
+    ):
+        with pytest.raises(TokenUnavailableError) as caught:
+            await m.token()
     message = str(caught.value)
     assert "waiting for another process's renewal (store lease)" in message, message
     assert "acquire_timeout=0.5 s" in message
@@ -175,30 +173,17 @@ def token_issued(at: float, lifetime: float = 10.0) -> Token:
     return decode_jwt(unsigned_jwt({"iat": int(at), "exp": int(at + lifetime), "sub": "x"}))
 
 
-class MintingSource:
+class MintingSource(ScriptedSource):
     """A wrapped source that mints a token issued now by the server's clock, 0.2 s after the
-    request was sent."""
+    request was sent (the rest of a source's methods: `ScriptedSource`'s)."""
 
-    keeps_session = False
-    extra_budget = 0.0
-    waiting_for = None
-
-    def initial(self) -> Token | None:
-        return None
+    def __init__(self) -> None:
+        super().__init__(HostClock(), [])  # type: ignore[arg-type]
 
     async def renew(self, current: Token | None) -> Issued:
         wall = HostClock().time()
         reply = Reply(200, None, 5_000.0 - 0.2, wall - 0.2, 5_000.0, None)
         return Issued(token_issued(SERVER_NOW), reply, minted=True)
-
-    async def keep_alive(self) -> None:
-        return None
-
-    async def revoke(self, token: Token) -> None:
-        return None
-
-    def refused(self, token: Token) -> None:
-        return None
 
 
 def shared(tmp_path: Path) -> SharedSource:
