@@ -5,9 +5,8 @@ and never put a secret in a log. Start with `TokenManager.from_environment()` (t
 credentials of the icav2 CLI and `ICAV2_*` variables) or `TokenManager.for_ica(ApiKey(...))`.
 """
 
-from ._console import CONSOLE_BASE_URL, ConsoleTokenApi
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
-from ._discovery import DiscoveredCredentials, discover_credentials
+from ._discovery.api import DiscoveredCredentials, discover_credentials
 from ._errors import (
     ApiError,
     BadRequestError,
@@ -22,16 +21,17 @@ from ._errors import (
     TransportTimeoutError,
     UnauthorizedError,
 )
-from ._file_store import FileTokenStore
-from ._ica import ICA_BASE_URL, IcaTokenApi
+from ._fleet.file_store import FileTokenStore
+from ._fleet.redis_store import RedisTokenStore
+from ._fleet.store import TokenStore, TokenStoreError
+from ._lifecycle.policy import Policy
 from ._manager import ManagerStats, TokenManager
 from ._models import Domain, ErrorResponse, Problem, TokenDetailResponse, TokenResponse, Workgroup
-from ._policy import Policy
-from ._redis_store import RedisTokenStore
-from ._store import TokenStore, TokenStoreError
 from ._sync import SyncTokenManager
 from ._token import Token
 from ._version import __version__
+from ._wire.console import CONSOLE_BASE_URL, ConsoleTokenApi
+from ._wire.ica import ICA_BASE_URL, IcaTokenApi
 
 __all__ = [
     "CONSOLE_BASE_URL",

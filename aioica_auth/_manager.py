@@ -37,25 +37,25 @@ import aiohttp
 import attrs
 import yarl
 
-from ._backoff import Backoff, Severity, classify, unavailable
-from ._console import CONSOLE_BASE_URL, MintOptions
+from ._adapters.middleware import BearerMiddleware
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
 from ._errors import IcaError
-from ._fleet import shared_sources
-from ._http import check_base_url, check_session
-from ._ica import ICA_BASE_URL
-from ._lease import Clock, Lease, Provenance, SystemClock, TokenState
-from ._maturity import Bridge
-from ._middleware import BearerMiddleware
-from ._policy import Policy, plan
-from ._renewal import Renewal
-from ._sources import SourceFactory, TokenSource, console_sources, ica_sources
-from ._stats import COUNTERS, ManagerStats
-from ._store import TokenStore
+from ._fleet.shared import shared_sources
+from ._fleet.store import TokenStore
+from ._lifecycle.backoff import Backoff, Severity, classify, unavailable
+from ._lifecycle.lease import Clock, Lease, Provenance, SystemClock, TokenState
+from ._lifecycle.maturity import Bridge
+from ._lifecycle.policy import Policy, plan
+from ._lifecycle.renewal import Renewal
+from ._lifecycle.sources import SourceFactory, TokenSource, console_sources, ica_sources
+from ._lifecycle.stats import COUNTERS, ManagerStats
 from ._token import Token
+from ._wire.console import CONSOLE_BASE_URL, MintOptions
+from ._wire.core import check_base_url, check_session
+from ._wire.ica import ICA_BASE_URL
 
 if TYPE_CHECKING:
-    from ._httpx import HttpxAuth
+    from ._adapters.httpx_auth import HttpxAuth
 
 __all__ = ["Lifecycle", "ManagerStats", "TokenManager"]
 
@@ -262,7 +262,7 @@ class TokenManager:
                 cannot be used (an encrypted `x-api-key`; a console JWT).
             ValueError, TypeError: as for `for_ica` / `for_console`.
         """
-        from ._discovery import manager_from_environment
+        from ._discovery.api import manager_from_environment
 
         return manager_from_environment(cls, console=console, **kwargs)
 
@@ -331,7 +331,7 @@ class TokenManager:
             ImportError: httpx is not installed.
         """
         try:
-            from ._httpx import HttpxAuth
+            from ._adapters.httpx_auth import HttpxAuth
         except ImportError as exc:
             msg = "manager.httpx_auth needs httpx: pip install 'aioica_auth[httpx]'"
             raise ImportError(msg, name="httpx") from exc

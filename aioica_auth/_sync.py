@@ -23,11 +23,11 @@ import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
-from ._console import CONSOLE_BASE_URL
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
-from ._ica import ICA_BASE_URL
 from ._manager import TokenManager
 from ._token import Token
+from ._wire.console import CONSOLE_BASE_URL
+from ._wire.ica import ICA_BASE_URL
 
 __all__ = ["SyncTokenManager"]
 

@@ -17,7 +17,7 @@ import attrs
 
 from ._credentials import fingerprint
 from ._errors import InvalidResponseError
-from ._http import Reply
+from ._wire.core import Reply
 
 __all__ = ["Token", "decode_answer", "decode_jwt", "epoch"]
 

@@ -58,9 +58,12 @@ def pytest_configure(config: pytest.Config) -> None:
     each compile them and hypothesis, about 4 s of CPU apiece. Warm, this costs about 1 s."""
     if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
         return
-    for path in sorted(Path(__file__).parent.glob("test_*.py")):
+    here = Path(__file__).parent
+    for path in sorted(here.rglob("test_*.py")):
         try:
-            importlib.import_module(f"{__package__}.{path.stem}")
+            importlib.import_module(
+                ".".join((__package__, *path.relative_to(here).with_suffix("").parts))
+            )
         except (Exception, pytest.skip.Exception):  # its worker collects and reports it
             continue
 

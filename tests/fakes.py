@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable
 import yarl
 
 from aioica_auth import Policy, Token, TokenManager
-from aioica_auth._http import Reply
-from aioica_auth._sources import Issued
+from aioica_auth._lifecycle.sources import Issued
+from aioica_auth._wire.core import Reply
 from aioica_auth.testing import make_jwt
 
 

@@ -1,8 +1,8 @@
 """Drive libica 2.5.0's generated `libconsole` TokensApi against a running LocalIcaServer.
 
-Run by tests/test_libconsole.py inside a side virtual environment that has libica 2.5.0 (the
-last release that ships `libconsole`; it cannot share an environment with libica 3.3), never
-imported by the suite itself. Reads the server's settings as JSON on stdin
+Run by tests/integration/test_libconsole.py inside a side virtual environment that has libica
+2.5.0 (the last release that ships `libconsole`; it cannot share an environment with libica 3.3),
+never imported by the suite itself. Reads the server's settings as JSON on stdin
 (``base_url``, ``api_key``, ``username``, ``password``), runs every case below in order, and
 writes one JSON document to stdout: ``{"libica": version, "cases": [{"name", ...}]}``.
 

@@ -1,0 +1,389 @@
+"""The command line of `aioica-auth`: its parser, and the check that keeps secrets off argv.
+
+`check_argv` runs before argparse, whose error messages echo values: a secret-looking option
+or argument is refused in a line that does not repeat it. It reads the options each parser
+recorded as they were added (`Parser.options`), not argparse's internals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from .._version import __version__
+from .._wire.console import CONSOLE_BASE_URL
+from .._wire.ica import ICA_BASE_URL
+
+__all__ = [
+    "CACHE_HELP",
+    "ENV_HELP",
+    "PROG",
+    "WORD",
+    "Failure",
+    "Parser",
+    "UsageError",
+    "build_parser",
+    "shown",
+]
+
+PROG = "aioica-auth"
+ENV_HELP = (
+    "set ICAV2_X_API_KEY (an API key) or ICAV2_ACCESS_TOKEN (a JWT), pass --x-api-key-file "
+    "PATH, or put a plaintext x-api-key in ~/.icav2/config.yaml"
+)
+CACHE_HELP = (
+    "Cache: the token is kept in $XDG_CACHE_HOME/aioica_auth (default ~/.cache/aioica_auth)\n"
+    "and reused by later runs while it is before its refresh point (min(20 min, half its\n"
+    "lifetime) before expiry) and lasts --min-validity, so a loop of calls mints once. The\n"
+    "files hold bearer tokens: 0600 files in a 0700 directory, private to you; a directory\n"
+    "or file that another user owns or others can write is refused with one warning line,\n"
+    "and the command goes on without the cache. --no-cache neither reads nor writes it.\n"
+    "A JWT given as it is (ICAV2_ACCESS_TOKEN) and a console psToken are never cached."
+)
+STEER_HELP = (
+    "token --force-refresh mints now and replaces the cached token (runs at once share one\n"
+    "mint: one that finds a token another run published since it started prints that one);\n"
+    "token --invalidate drops the cached token (only the one it read: a token another run\n"
+    "just published stays), so a revoked token stops being handed out; it prints no token."
+)
+WAIT_HELP = (
+    "Waiting: a refused connection, an unknown host or a TLS failure is tried 3 times at\n"
+    "most, within 5 s, then reported; anything else (no answer, 5xx, 429) is retried until\n"
+    "--timeout. A wait longer than a second is said on stderr (on a terminal, one line that\n"
+    "is rewritten; -q: nothing but errors)."
+)
+WORD = re.compile(r"[a-z][a-z0-9-]{0,19}")
+_REGION = re.compile(r"[a-z]{2,4}[0-9]{1,2}")
+
+EPILOG = f"""\
+Credentials, first found wins (as the icav2 CLI finds them; never from the command line):
+  --x-api-key-file PATH          an API key in a file (- for stdin)
+  ICAV2_X_API_KEY                an API key
+  ICAV2_ACCESS_TOKEN             a JWT (refreshed while ICA allows)
+  ~/.icav2/config.yaml           a plaintext x-api-key (icav2 config set encrypts it: pass the
+                                 key instead); then ~/.icav2/.session.<host>.yaml access-token
+  ICA_API_KEY, ICA_USERNAME + ICA_PASSWORD, ICA_PS_TOKEN   deprecated: still read, with a warning
+API root: --base-url URL or -s/--server-url HOST, else ICAV2_BASE_URL, ICAV2_SERVER_URL (a
+  host), server-url in ~/.icav2/config.yaml, else {ICA_BASE_URL}.
+Console v1 (--console, details): ICAV2_X_API_KEY or ICA_ACCESS_TOKEN (a console JWT), then
+  ~/.ica/; its root: --region NAME (aps2, use1, euc1, cac1, ...), ICA_CONSOLE_URL,
+  ICA_SERVER_URL, server-url in ~/.ica/config.yaml, else {CONSOLE_BASE_URL}.
+HTTPS_PROXY, HTTP_PROXY and NO_PROXY are honoured.
+
+examples:
+  {PROG} demo                  1000 tasks share short-lived tokens on a local server
+  {PROG} demo --faults         ... while the token endpoint answers 5xx and 429
+  {PROG} serve --lifetime 60   a local ICA-compatible server; prints test credentials
+  {PROG} token                 print a fresh JWT (ICA v2; --console for the console v1)
+  curl -H "$({PROG} token --header)" "$ICAV2_BASE_URL/api/projects"
+      in a loop, one mint: token and whoami reuse a cached token (bearer tokens, in
+      ~/.cache/aioica_auth: 0600 files, 0700 directory); --no-cache skips the cache
+  {PROG} whoami                tenant, user, e-mail and expiry of a fresh token
+  {PROG} token | {PROG} decode -    claims and expiry, offline; exit 1 once expired
+  {PROG} details --region use1 who the console says the credential speaks for
+
+exit codes: 0 success, 1 authentication or API failure (or, for decode, a token not valid
+now), 2 usage error, 130 interrupted
+"""
+
+
+class UsageError(Exception):
+    """A mistake on the command line or in the environment: exit code 2."""
+
+
+class Failure(Exception):
+    """An authentication, API or environment failure: exit code 1."""
+
+
+def shown(value: str) -> str:
+    """`value` when it cannot be a secret (a short word), else `<not shown>`."""
+    return value if WORD.fullmatch(value) or len(value) < 12 else "<not shown>"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that records its options and commands, and never echoes a secret."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # option string -> whether it takes a value (-h and --help come with every parser)
+        self.options: dict[str, bool] = {"-h": False, "--help": False}
+        self.commands: dict[str, Parser] = {}
+
+    def option(self, *names: str, into: Any = None, **kwargs: Any) -> None:
+        """`add_argument` (on `into`, a group, if given), recording the option strings."""
+        action = (into or self).add_argument(*names, **kwargs)
+        self.options.update(dict.fromkeys(action.option_strings, action.nargs != 0))
+
+    def error(self, message: str) -> NoReturn:
+        # argparse quotes offending values: never let a secret-looking one through.
+        message = re.sub(r"'([^']*)'", lambda m: f"'{shown(m.group(1))}'", message)
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{PROG}: error: {message}\n")
+
+
+# -- argument types --------------------------------------------------------------------------
+
+
+def _number(minimum: float, *, strict: bool, integer: bool = False) -> Callable[[str], Any]:
+    def convert(text: str) -> float:
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            kind = "an integer" if integer else "a number"
+            msg = f"expected {kind}, got {shown(text)!r}"
+            raise argparse.ArgumentTypeError(msg) from None
+        if not math.isfinite(value) or (value <= minimum if strict else value < minimum):
+            msg = f"must be {'greater than' if strict else 'at least'} {minimum:g}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return convert
+
+
+def _port(text: str) -> int:
+    """A TCP port to listen on: 0 (any free one) to 65535."""
+    port = int(_number(0, strict=False, integer=True)(text))
+    if port > 65535:
+        msg = "must be a TCP port, 0 (a free one) to 65535"
+        raise argparse.ArgumentTypeError(msg)
+    return port
+
+
+def _faults_arg(text: str) -> list[Any]:
+    from .serve import parse_faults  # only `serve` needs the local server's names
+
+    try:
+        return parse_faults(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _region(text: str) -> str:
+    if not _REGION.fullmatch(text):
+        msg = f"expected a console region such as aps2, use1, euc1 or cac1, got {shown(text)!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
+# -- the parser ------------------------------------------------------------------------------
+
+_FMT = argparse.RawDescriptionHelpFormatter
+_ICA_ROOT = (
+    f"$ICAV2_BASE_URL, $ICAV2_SERVER_URL, server-url in ~/.icav2/config.yaml, else {ICA_BASE_URL}"
+)
+_CONSOLE_ROOT = (
+    f"$ICA_CONSOLE_URL, $ICA_SERVER_URL, server-url in ~/.ica/config.yaml, else {CONSOLE_BASE_URL}"
+)
+
+
+def build_parser() -> Parser:
+    """The argument parser of `aioica-auth`."""
+    parser = Parser(
+        prog=PROG,
+        description="Tokens for Illumina ICA v2 and the platform console v1, from the shell; "
+        "and a local demo of a thousand tasks sharing one TokenManager.",
+        epilog=EPILOG,
+        formatter_class=_FMT,
+        allow_abbrev=False,
+    )
+    parser.option("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.option("--debug", action="store_true", help="DEBUG logging and tracebacks on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    def command(name: str, help_: str, epilog: str) -> Parser:
+        p: Parser = sub.add_parser(
+            name, help=help_, description=help_, epilog=epilog, formatter_class=_FMT,
+            allow_abbrev=False,
+        )  # fmt: skip
+        p.option("--debug", action="store_true", default=argparse.SUPPRESS,
+                 help="DEBUG logging and tracebacks on stderr")  # fmt: skip
+        parser.commands[name] = p
+        return p
+
+    _token_command(command)
+    _whoami_command(command)
+    _decode_command(command)
+    _details_command(command)
+    _serve_command(command)
+    _demo_command(command)
+    return parser
+
+
+_Command = Callable[[str, str, str], Parser]
+
+
+def _token_command(command: _Command) -> None:
+    p = command(
+        "token",
+        "Print a fresh JWT for the credential the environment or config files hold.",
+        f"examples:\n  export ICAV2_X_API_KEY=...   # from a secrets manager, not typed in\n"
+        f'  {PROG} token\n  {PROG} token --json\n  curl -H "$({PROG} token --header)" ...\n'
+        f"  {PROG} token --min-validity 3600   # a token that lasts the next hour\n"
+        f"  {PROG} token --x-api-key-file ~/.config/ica.key -s ica.illumina.com\n"
+        f"  {PROG} token --console --region use1\n"
+        f"  {PROG} token --no-cache            # neither read nor write the token cache\n"
+        f"  {PROG} token --force-refresh       # a new token now, cached for the next runs\n"
+        f"  {PROG} token --invalidate          # drop the cached token (revoked, say)\n\n"
+        f"Credentials: {ENV_HELP}. Never pass one as an argument.\n\n{CACHE_HELP}\n"
+        f"{STEER_HELP}\n\n{WAIT_HELP}",
+    )
+    out = p.add_mutually_exclusive_group()
+    p.option("--header", into=out, action="store_true",
+             help="print 'Authorization: Bearer <jwt>'")  # fmt: skip
+    p.option("--json", into=out, action="store_true",
+             help='print {"token", "expires_at", "expires_in"}')  # fmt: skip
+    p.option("--min-validity", metavar="SECONDS", type=_number(0, strict=False), default=None,
+             help="the token must stay valid this long (renewed first if needed; exit 1 if "
+             "the server's tokens cannot last that long)")  # fmt: skip
+    cache = p.add_mutually_exclusive_group()
+    _cache_option(p, into=cache)
+    p.option("--force-refresh", into=cache, action="store_true",
+             help="mint a new token now and cache it, even if the cached one is good "
+             "(runs at once mint once)")  # fmt: skip
+    p.option("--invalidate", into=cache, action="store_true",
+             help="drop the cached token (a revoked one, say) and print nothing; the next "
+             "run mints")  # fmt: skip
+    _quiet_option(p)
+    _endpoint_options(p, console="flag")
+
+
+def _whoami_command(command: _Command) -> None:
+    p = command(
+        "whoami",
+        "Show who a fresh token speaks for: tenant, user, e-mail and expiry, from its claims.",
+        f"examples:\n  {PROG} whoami\n  {PROG} whoami --json\n  {PROG} whoami --console\n\n"
+        f"For the console's own view (workgroup, domain, ACLs) see `details`.\n\n{CACHE_HELP}"
+        f"\n\n{WAIT_HELP}",
+    )
+    p.option("--json", action="store_true", help="print the identity as JSON")
+    _cache_option(p)
+    _quiet_option(p)
+    _endpoint_options(p, console="flag")
+
+
+def _decode_command(command: _Command) -> None:
+    p = command(
+        "decode",
+        "Show a JWT's claims and times, offline (no signature check, no network).",
+        f"examples:\n  {PROG} token | {PROG} decode\n  {PROG} decode - < token.txt\n"
+        f"  {PROG} decode --quiet --min-validity 600 < token.txt && echo 'good for 10 min'\n\n"
+        "Exit code 0 when the token is valid now (and for --min-validity seconds), 1 when it\n"
+        "is expired, not yet valid, or not a JWT. Reading from stdin (- or no argument) keeps\n"
+        "the JWT out of shell history; 'Bearer <jwt>' and 'Authorization: Bearer <jwt>' are\n"
+        "accepted too.",
+    )
+    p.option("jwt", nargs="?", default="-", metavar="JWT", help="the JWT, or - for stdin")
+    p.option("--json", action="store_true", help="print claims and times as JSON")
+    p.option("--min-validity", metavar="SECONDS", type=_number(0, strict=False), default=0.0,
+             help="exit 1 unless the token stays valid this long")  # fmt: skip
+    p.option("-q", "--quiet", action="store_true", help="print nothing: the exit code says it")
+
+
+def _details_command(command: _Command) -> None:
+    p = command(
+        "details",
+        "Print the console v1 token details (GET /v1/tokens/details) as JSON.",
+        f"examples:\n  {PROG} details\n  {PROG} details --region use1\n"
+        f"  ICA_CONSOLE_URL=https://euc1.platform.illumina.com {PROG} details\n\n"
+        f"The console root defaults to {_CONSOLE_ROOT}.\n"
+        "With an API key a console JWT is minted first; a JWT (ICA_ACCESS_TOKEN) or a psToken\n"
+        "is used as it is.",
+    )
+    _endpoint_options(p, console="always")
+
+
+def _cache_option(p: Parser, into: Any = None) -> None:
+    p.option("--no-cache", into=into, action="store_true",
+             help="neither reuse nor store a cached token (the cache holds bearer tokens: "
+             "see below)")  # fmt: skip
+
+
+def _quiet_option(p: Parser) -> None:
+    p.option("-q", "--quiet", action="store_true",
+             help="say nothing on stderr while waiting (errors are still said)")  # fmt: skip
+
+
+def _endpoint_options(p: Parser, *, console: str) -> None:
+    """Where to ask and with what: --console, the API root, the key file, tenant, timeout."""
+    if console == "flag":
+        p.option("--console", action="store_true",
+                 help="the console v1 (/v1/tokens); default ICA v2")  # fmt: skip
+        root = f"ICA v2 default: {_ICA_ROOT}; console: {_CONSOLE_ROOT}"
+    else:
+        root = f"default: {_CONSOLE_ROOT}"
+    where = p.add_mutually_exclusive_group()
+    p.option("--base-url", into=where, metavar="URL", help=f"the API root ({root})")
+    p.option("-s", "--server-url", into=where, metavar="HOST",
+             help="the server as the icav2 CLI names it: a host such as ica.illumina.com "
+             "(https://HOST/ica/rest; on the console https://HOST)")  # fmt: skip
+    p.option("--region", into=where, type=_region, metavar="NAME",
+             help="console region: aps2, use1, euc1, cac1, ... (https://NAME.platform."
+             "illumina.com)")  # fmt: skip
+    p.option(
+        "--x-api-key-file",
+        metavar="PATH",
+        help="read the API key from this file (- for stdin); wins over the environment",
+    )
+    p.option(
+        "--tenant",
+        help="tenant to mint for, when the user has several (the domain, on the console)",
+    )
+    p.option("--timeout", type=_number(0, strict=True), default=30.0,
+             help="seconds to wait for a token, retrying what may pass (default 30); "
+             "a refused connection, unknown host or TLS failure ends within 5 s")  # fmt: skip
+
+
+def _serve_command(command: _Command) -> None:
+    p = command(
+        "serve",
+        "Run the local ICA-compatible token server on 127.0.0.1 until Ctrl-C.",
+        f"examples:\n  {PROG} serve --port 8080 --lifetime 60\n"
+        f"  {PROG} serve --faults ica.create:503:3,ica.create:429\n\n"
+        "--faults: comma-separated ENDPOINT:FAULT[:TIMES]. ENDPOINT: ica.create,\n"
+        "ica.refresh, console.create, console.details, console.refresh, console.revoke,\n"
+        "resource, or * (every token endpoint). FAULT: an HTTP status (429 comes with\n"
+        "Retry-After: 1), or drop, malformed, html, empty, hang. TIMES: how many requests\n"
+        "(default 1), or * for all.\n\n"
+        "The printed API key and password are throwaway credentials of this local server.\n"
+        "Ctrl-C exits 130 (SIGTERM 143), as the other commands do.",
+    )
+    p.option("--port", type=_port, default=0,
+             help="port to listen on (default: a free one)")  # fmt: skip
+    p.option("--lifetime", type=_number(0, strict=True), default=3600.0,
+             help="token lifetime in seconds (default 3600)")  # fmt: skip
+    p.option("--latency", type=_number(0, strict=False), default=0.0,
+             help="seconds each token endpoint takes to answer (default 0)")  # fmt: skip
+    p.option("--clock-offset", type=float, default=0.0,
+             help="seconds the server clock runs ahead (negative: behind)")  # fmt: skip
+    p.option("--faults", type=_faults_arg, action="append", default=[],
+             help="faults to inject, e.g. ica.create:503:3 (see below)")  # fmt: skip
+
+
+def _demo_command(command: _Command) -> None:
+    p = command(
+        "demo",
+        "Many tasks share one TokenManager through its aiohttp middleware, against a local "
+        "server with short-lived tokens; prints a summary.",
+        f"examples:\n  {PROG} demo\n  {PROG} demo --faults\n"
+        f"  {PROG} demo --tasks 5000 --duration 30 --lifetime 2\n  {PROG} demo --json\n\n"
+        "Exit code 0 when requests went through, no 401 reached a task and no task crashed,\n"
+        "else 1; Ctrl-C prints the summary so far and exits 130.",
+    )
+    p.option("--tasks", type=_number(0, strict=True, integer=True), default=1000,
+             help="concurrent tasks (default 1000)")  # fmt: skip
+    p.option("--duration", type=_number(0, strict=True), default=15.0,
+             help="seconds to run (default 15)")  # fmt: skip
+    p.option("--lifetime", type=_number(0, strict=True), default=4.0,
+             help="token lifetime in seconds (default 4)")  # fmt: skip
+    p.option("--latency", type=_number(0, strict=False), default=0.05,
+             help="token endpoint latency in seconds (default 0.05)")  # fmt: skip
+    p.option("--faults", action="store_true",
+             help="inject random 5xx (30%%) and 429 (10%%, Retry-After: 1) answers "
+             "on the token endpoint")  # fmt: skip
+    p.option("--seed", type=int, default=None,
+             help="seed of the random faults, for a reproducible run")  # fmt: skip
+    p.option("--json", action="store_true", help="print the summary as JSON")

@@ -1,0 +1,381 @@
+"""`SharedSource`: a token source that shares its tokens with a fleet through a `TokenStore`.
+
+It wraps the manager's own source and changes only `renew`:
+
+1. Read the store's entry for the manager's key. Adopt it if it passes the manager's own
+   rules: the same key, a decodable JWT, later expiry than the token in use, not one a
+   resource refused, and still before its refresh point.
+2. Else take the store's renewal lease, read once more (another holder may just have
+   published), renew with the wrapped source, publish (fenced by the JWT's `exp`), release.
+3. Else another manager holds the lease: wait on the store (`wait`) until its token appears
+   or the lease is free, for at most the lease's time and one renewal (`patience`: a holder
+   that died loses the lease, and the next one renews), and never so long that a renewal of
+   its own would not fit in the callers' `acquire_timeout`; then renew alone.
+
+The fleet honours the server's `Retry-After` as one: a manager answered 429 (or a 5xx) with
+`Retry-After: N` publishes a *hold* (`_store.Hold`) before it lets go of the lease, and any
+manager about to ask the endpoint reads it first and, while it lasts, fails its renewal with
+the same status and the time left, which its backoff honours. So the fleet asks about once per
+N seconds in all, not once per manager.
+
+An adopted token is judged in the token server's time: with this manager's own reading of
+the server's clock (from a token it fetched itself) when it has one; else with the
+publisher's reading, raised to the least this host's offset can be (the server's clock had
+reached each entry's publication when we read it). Without a reading of its own, a host
+whose clock is behind can so take an adopted token for younger than it is by the time since
+its publication at most (the fleet's entries are seldom older than a refresh window); with
+one, not at all.
+
+Every store call is bounded (`_OP_TIMEOUT`, at most `request_timeout`). A store that fails
+(down, slow, refusing, misconfigured) never costs a request: the manager renews on its own,
+says so once in a warning, and shares again once the store answers. A bad entry (garbage,
+another key, an expired or huge token) is never adopted and is reported once per entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Iterable
+from typing import TypeVar
+
+import aiohttp
+
+from .._credentials import Credential, PsToken
+from .._errors import ApiError, error_class
+from .._lifecycle.lease import Clock, SystemClock
+from .._lifecycle.policy import Policy, plan
+from .._lifecycle.sources import Issued, SourceFactory, TokenSource, is_refusal
+from .._token import Token, epoch
+from .._wire.core import Reply
+from .store import (
+    BadEntryError,
+    Hold,
+    StoreEntry,
+    TokenStore,
+    TokenStoreError,
+    decode_entry,
+    decode_hold,
+    encode_entry,
+    encode_hold,
+    hold_key,
+    store_key,
+)
+
+__all__ = ["SharedSource", "shared_sources"]
+
+logger = logging.getLogger("aioica_auth")
+
+_OP_TIMEOUT = 5.0  # seconds: the longest one store call may take (and at most request_timeout)
+_MIN_POLL = 0.01  # seconds: the shortest pass of the waiting loop, whatever `wait` does
+WAITING_FOR_LEASE = "another process's renewal (store lease)"
+_T = TypeVar("_T")
+
+
+def shared_sources(
+    factory: SourceFactory,
+    store: object,
+    *,
+    platform: str,
+    base_url: str,
+    credential: Credential,
+    options: Iterable[str],
+) -> SourceFactory:
+    """`factory`'s source, sharing its tokens through `store` under the manager's key
+    (`factory` itself without a store).
+
+    Raises:
+        TypeError: `store` is not a `TokenStore`, or `credential` is a `Jwt`.
+        ValueError: a console psToken (its session cannot be shared).
+    """
+    if store is None:
+        return factory
+    if not isinstance(store, TokenStore):
+        msg = (
+            "store must be a TokenStore (FileTokenStore, RedisTokenStore or your own), "
+            f"not {type(store).__name__}"
+        )
+        raise TypeError(msg)
+    if platform == "console" and isinstance(credential, PsToken):
+        msg = (
+            "a console psToken session cannot be shared through a store: it is kept alive "
+            "by one manager and may be rotated by /v1/tokens:refresh; share an ApiKey's "
+            "tokens instead, or use the psToken without a store"
+        )
+        raise ValueError(msg)
+    key = store_key(platform, base_url, credential, options)
+
+    def build(session: aiohttp.ClientSession, policy: Policy) -> TokenSource:
+        return SharedSource(factory(session, policy), store, key, policy)
+
+    return build
+
+
+class SharedSource:
+    """A `TokenSource` that renews through a `TokenStore` first (see the module docstring)."""
+
+    keeps_session = False
+
+    def __init__(
+        self,
+        inner: TokenSource,
+        store: TokenStore,
+        key: str,
+        policy: Policy,
+        clock: Clock | None = None,
+    ) -> None:
+        if inner.keeps_session:
+            msg = "a psToken session cannot be shared through a token store"
+            raise ValueError(msg)
+        self.inner = inner
+        self.store = store
+        self.key = key
+        self.hold_key = hold_key(key)
+        self.policy = policy
+        self.clock: Clock = clock or SystemClock()
+        self.op_timeout = min(policy.request_timeout, _OP_TIMEOUT)
+        renewal = 2 * policy.request_timeout + 1  # the wrapped source's own bound
+        self.lease_ttl = renewal + 1
+        # How long a waiter waits for a publication: a dead holder's lease runs out, then the
+        # next holder renews (so two waiters do not both give up as the lease lapses); but
+        # never so long that a renewal of its own (one request) would no longer fit in the
+        # callers' acquire_timeout: a store must not fail a call a lone manager would serve.
+        self.patience = min(
+            self.lease_ttl + renewal,
+            max(self.op_timeout, policy.acquire_timeout - policy.request_timeout),
+        )
+        # Beyond the wrapped source's time: the wait, and the store calls around it.
+        self.extra_budget = self.patience + 5 * self.op_timeout
+        self.down = False  # the store failed lately: each renewal tries it again first
+        self.offset: float | None = None  # our reading of the server's clock minus ours
+        # ... and, without one, the least it can be: the server's clock read at least an
+        # entry's publication time (in the publisher's reading of it) when we read the entry.
+        self.offset_floor = -math.inf
+        self.waiting_for: str | None = None  # set while waiting on another's lease
+        self._refused: deque[str] = deque(maxlen=4)  # tokens a resource refused
+        self._reported: deque[bytes] = deque(maxlen=8)  # digests of bad entries, warned once
+
+    def initial(self) -> Token | None:
+        return self.inner.initial()
+
+    async def keep_alive(self) -> None:
+        await self.inner.keep_alive()
+
+    async def revoke(self, token: Token) -> None:
+        await self.inner.revoke(token)
+
+    def refused(self, token: Token) -> None:
+        """A resource refused `token`: never adopt it from the store again."""
+        self._refused.append(token.value)
+        self.inner.refused(token)
+
+    async def renew(self, current: Token | None) -> Issued:
+        try:
+            return await self._through_store(current)
+        except TokenStoreError as exc:
+            self._store_failed(exc)
+        return await self.inner.renew(current)
+
+    # -- the shared path --------------------------------------------------------------------
+
+    async def _through_store(self, current: Token | None) -> Issued:
+        clock = self.clock
+        give_up = clock.monotonic() + self.patience
+        while True:
+            found = await self._adoptable(current)
+            if found is not None:
+                return found
+            handle = await self._op(self.store.acquire(self.key, self.lease_ttl))
+            if handle is not None:
+                return await self._as_holder(current, handle)
+            left = give_up - clock.monotonic()
+            if left <= 0:
+                logger.warning(
+                    "the token store's renewal lease was held for %.1f s with nothing "
+                    "published: renewing on our own",
+                    self.patience,
+                )
+                return await self._mint(current)
+            polled = clock.monotonic()
+            self.waiting_for = WAITING_FOR_LEASE
+            try:
+                # Within half the call bound: a quiet wait must not look like a hung store.
+                await self._op(self.store.wait(self.key, min(left, self.op_timeout / 2)))
+            finally:
+                self.waiting_for = None
+            rest = _MIN_POLL - (clock.monotonic() - polled)
+            if rest > 0:  # a store whose wait does not wait must not make this loop spin
+                await asyncio.sleep(rest)
+
+    async def _as_holder(self, current: Token | None, handle: object) -> Issued:
+        try:
+            found = await self._adoptable(current)  # published between our read and our lease
+            if found is not None:
+                return found
+            return await self._mint(current)
+        finally:
+            try:
+                await self._op(self.store.release(self.key, handle))
+            except TokenStoreError as exc:
+                self._store_failed(exc)  # the lease runs out by itself
+
+    async def _mint(self, current: Token | None) -> Issued:
+        """Renew with the wrapped source, unless the fleet is on hold; share the outcome:
+        the token, or the time the server asked the fleet to wait."""
+        await self._honour_hold()
+        try:
+            issued = await self.inner.renew(current)
+        except ApiError as exc:
+            if exc.retry_after is not None and not is_refusal(exc):
+                await self._publish_hold(exc.status, exc.retry_after)
+            raise
+        offset = _offset_of(issued)
+        if offset is not None:
+            self.offset = offset
+        await self._publish(issued, offset)
+        return issued
+
+    async def _honour_hold(self) -> None:
+        """Raise the fleet's hold while it lasts, as the error its manager was answered."""
+        raw = await self._op(self.store.read(self.hold_key))
+        if raw is None:
+            return
+        try:
+            hold = decode_hold(raw, self.key)
+        except BadEntryError as exc:
+            self._report(raw, str(exc))
+            return
+        left = hold.left(self.clock.time())
+        if left <= 0:
+            return
+        reason = (
+            f"another manager of the fleet was asked to wait {hold.retry_after:g} s "
+            f"(shared through the token store; {left:.1f} s left)"
+        )
+        raise error_class(hold.status)(hold.status, reason=reason, retry_after=left)
+
+    async def _publish_hold(self, status: int, retry_after: float) -> None:
+        wait = min(retry_after, self.policy.retry_after_max)
+        hold = Hold(status, wait, self.clock.time() + wait)
+        entry = encode_hold(self.key, hold)
+        try:
+            await self._op(self.store.publish(self.hold_key, entry, expires_at=hold.until))
+        except TokenStoreError as exc:
+            self._store_failed(exc)
+
+    async def _adoptable(self, current: Token | None) -> Issued | None:
+        """The store's token as an `Issued`, if the manager's rules let it be adopted."""
+        raw = await self._op(self.store.read(self.key))
+        if raw is None:
+            return None
+        try:
+            entry = decode_entry(raw, self.key)
+        except BadEntryError as exc:
+            self._report(raw, str(exc))
+            return None
+        token = entry.token
+        if token.value in self._refused or (current is not None and _not_later(token, current)):
+            return None  # the token we hold, one a resource refused, or an older one
+        clock = self.clock
+        mono, wall = clock.monotonic(), clock.time()
+        offset = self._offset(entry, wall)
+        server_now = wall + (offset or 0.0)
+        iat = epoch(token.issued_at)
+        age = max(0.0, server_now - iat) if iat is not None else 0.0
+        # As if the token had just been fetched, sent `age` ago: `plan` then reads its
+        # timing in the server's time.
+        reply = Reply(200, None, mono - age, wall - age, mono, offset, "token store")
+        timing = plan(token, reply, self.policy)
+        if timing.expires <= mono:
+            self._report(raw, "store entry holds an expired token")
+            return None
+        if timing.refresh_at <= mono:
+            logger.debug("shared token %s is due for renewal: renewing", token.fingerprint)
+            return None
+        return Issued(token, reply, minted=False, shared=True)
+
+    def _offset(self, entry: StoreEntry, wall: float) -> float | None:
+        """The server's clock minus ours at `wall`, to judge `entry`'s token by: our own
+        reading, else the publisher's, but no less than what the entries we read showed."""
+        if entry.skew is not None:
+            published = entry.published + entry.skew  # the server's clock, then
+            self.offset_floor = max(self.offset_floor, published - wall)
+        if self.offset is not None:
+            return self.offset
+        if entry.skew is None:
+            return None
+        return max(entry.skew, self.offset_floor)
+
+    async def _publish(self, issued: Issued, skew: float | None) -> None:
+        token = issued.token
+        if token.expires_at is None:
+            return  # nothing to fence with; such tokens are not shared
+        entry = encode_entry(self.key, token, skew, self.clock.time())
+        try:
+            stored = await self._op(
+                self.store.publish(self.key, entry, expires_at=token.expires_at.timestamp())
+            )
+        except TokenStoreError as exc:
+            self._store_failed(exc)
+        else:
+            if not stored:
+                logger.debug("token %s not published: the store holds a later one", token)
+
+    # -- store calls and their failures ------------------------------------------------------
+
+    async def _op(self, call: Awaitable[_T]) -> _T:
+        """One store call, bounded; any failure as a `TokenStoreError` naming only its kind."""
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                result = await call
+        except TokenStoreError:
+            raise
+        except TimeoutError:
+            msg = f"no answer within {self.op_timeout:g} s"
+            raise TokenStoreError(msg) from None
+        except OSError as exc:
+            msg = f"{type(exc).__name__}: {exc.strerror or 'failed'}"
+            raise TokenStoreError(msg) from None
+        except Exception as exc:  # noqa: BLE001 - a store we did not write: its kind, not its words
+            msg = f"the store raised {type(exc).__name__}"
+            raise TokenStoreError(msg) from None
+        if self.down:
+            self.down = False
+            logger.warning("token store %r answers again: sharing tokens", self.store)
+        return result
+
+    def _store_failed(self, exc: TokenStoreError) -> None:
+        if not self.down:
+            self.down = True
+            logger.warning(
+                "token store %r failed (%s): renewing on our own until it answers",
+                self.store,
+                exc,
+            )
+        else:
+            logger.debug("token store %r still failing (%s)", self.store, exc)
+
+    def _report(self, raw: bytes, why: str) -> None:
+        digest = hashlib.sha256(raw).digest()[:8]
+        if digest in self._reported:
+            return
+        self._reported.append(digest)
+        logger.warning("ignored the token store's entry: %s", why)
+
+
+def _offset_of(issued: Issued) -> float | None:
+    """The server's clock minus ours, as a token we fetched shows it (`iat` against when we
+    sent the request: late by the request's latency at most, which ages the token sooner)."""
+    iat = epoch(issued.token.issued_at)
+    return iat - issued.reply.sent_wall if iat is not None else issued.reply.server_offset
+
+
+def _not_later(token: Token, current: Token) -> bool:
+    if token.value == current.value:
+        return True
+    if token.expires_at is None or current.expires_at is None:
+        return False
+    return token.expires_at <= current.expires_at

@@ -1,0 +1,262 @@
+"""`Renewal`: getting the next lease, one attempt at a time, spaced by backoff.
+
+It owns the token source (the rules of one platform and credential), the `SingleFlight` of
+renewal attempts and the `Backoff`. Each attempt runs as its own task: it waits out any
+backoff, asks the source (bounded by `2 * request_timeout + 1` s: a keep-alive and a mint at
+most), plans the token's timing, refuses a token that is no use (no later expiry than the one
+in use, or expired on arrival: soft failures, backed off like any transient one), holds a
+token whose `nbf` is a little ahead until it is valid, and hands the lease to the manager
+before any waiter wakes. It also runs psToken keep-alives and the revoke on close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+
+import attrs
+
+from .._errors import IcaError, TokenUnavailableError, TransportTimeoutError
+from .._token import Token
+from .backoff import Backoff, SoftFailureError
+from .flight import Landing, Outcome, SingleFlight
+from .flight import outcome_of as _outcome
+from .lease import Clock, Lease, Provenance, TokenState
+from .policy import Policy, plan
+from .sources import Issued, TokenSource
+
+__all__ = ["Renewal"]
+
+logger = logging.getLogger("aioica_auth")
+
+_CLOCK_CHECK = 2.0  # seconds: the longest the scheduler sleeps without re-judging the clocks
+
+
+class Renewal:
+    """One renewal in flight at a time, for one manager."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        source: TokenSource,
+        policy: Policy,
+        backoff: Backoff,
+        clock: Clock,
+        *,
+        current: Callable[[], Lease | None],
+        adopt: Callable[[Lease], None],
+        counts: dict[str, int],
+    ) -> None:
+        self.source = source
+        self.policy = policy
+        self.backoff = backoff
+        self.flight: SingleFlight[Lease] = SingleFlight(
+            loop, self._renew, name="aioica_auth-renew", clock=clock.monotonic
+        )
+        self._clock = clock
+        self._current = current
+        self._adopt = adopt
+        self._counts = counts
+        self.next_keepalive = (
+            clock.monotonic() + policy.keepalive_interval if source.keeps_session else math.inf
+        )
+
+    def kick(self) -> None:
+        """Past the refresh point: make sure a renewal is under way, without waiting for it."""
+        if not self.flight.running and self.backoff.ready(self._clock.monotonic()):
+            self.flight.start()
+
+    def join(self, deadline: float) -> asyncio.Future[None] | Lease | IcaError | None:
+        """Join (or start) the renewal, without a coroutine of its own (cheap for a storm).
+
+        Returns a future to await (then `flight.unpark` it and read `outcome()`), or at once:
+        the failure that stands (a remembered one, or one whose retry could only start after
+        `deadline`), the outcome of a task that finished as it started, or None when
+        `deadline` has passed. A caller that gets an answer at once yields before acting on
+        it, so a retry loop around it cannot starve the event loop.
+        """
+        flight = self.flight
+        if not flight.running:
+            current = self._current()
+            if current is None or not current.state(current.now(self._clock)).live:
+                self.backoff.starve()  # a backoff set while a token was held is too long now
+            remembered = self.backoff.remembered_at(self._clock.monotonic())
+            if remembered is not None:
+                return remembered.error
+            if self.outwaits(deadline):
+                return self.backoff.last or TokenUnavailableError("no attempt could start")
+        task = flight.start()
+        if task.done():  # an eager task that finished at once
+            return _judged(_outcome(task))
+        return flight.park(deadline)
+
+    def outcome(self) -> Lease | IcaError | None:
+        """The last renewal's lease or failure; None while it is in flight.
+
+        Raises:
+            RuntimeError: the renewal was cancelled because the manager closed.
+        """
+        landing = self.flight.landing
+        return None if landing is None else _judged(landing)
+
+    def outwaits(self, deadline: float) -> bool:
+        """Whether the next attempt (backoff, `Retry-After`) could only start after `deadline`."""
+        return self.backoff.next_attempt >= deadline
+
+    def next_wake(self, lease: Lease | None) -> float:
+        """Monotonic time of the next thing to do: a refresh, a retry or a keep-alive."""
+        wake = math.inf
+        if lease is not None:
+            drift = lease.now(self._clock) - self._clock.monotonic()
+            due = max(lease.timing.refresh_at, lease.timing.valid_from)  # never before nbf
+            wake = max(due - drift, self.backoff.next_attempt)
+        return min(wake, self.next_keepalive)
+
+    async def run(self, current: Callable[[], Lease | None], rejudge: Callable[[], None]) -> None:
+        """The scheduler: sleep until the next thing to do, in chunks of at most
+        `_CLOCK_CHECK` seconds (calling `rejudge` after each, for a suspend), then do it;
+        returns when there is nothing left to do (no lease, or one without `exp`)."""
+        clock = self._clock
+        while True:
+            wake = self.next_wake(current())
+            if math.isinf(wake):
+                return
+            await asyncio.sleep(min(max(0.0, wake - clock.monotonic()), _CLOCK_CHECK))
+            rejudge()
+            await self.tick(current())
+
+    async def tick(self, lease: Lease | None) -> None:
+        """What the scheduler does when it wakes: renew if due, else keep the session alive."""
+        now = self._clock.monotonic()
+        if lease is not None and self.backoff.ready(now):
+            state = lease.state(lease.now(self._clock))
+            if state is not TokenState.FRESH and state is not TokenState.NOT_YET_VALID:
+                self.flight.start()
+                await self.flight.wait(math.inf)  # failures are logged and backed off
+                return
+        if now >= self.next_keepalive:
+            await self.keep_alive()
+
+    # -- one attempt ------------------------------------------------------------------------
+
+    async def _renew(self) -> Lease:
+        clock = self._clock
+        delay = self.backoff.next_attempt - clock.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        current = self._current()
+        live = None
+        if current is not None and current.state(current.now(clock)) is not TokenState.EXPIRED:
+            live = current.token
+        try:
+            issued = await self._fetch(live)
+            lease = self._lease_of(issued, current)
+        except IcaError as exc:
+            self._failed(exc, current)
+            raise
+        hold = lease.timing.valid_from - clock.monotonic()
+        if hold > self.policy.nbf_wait_max:
+            # Too far ahead to wait for: more likely our reading of the server's clock is
+            # off than the token useless. Use it now; a resource's 401 gets handled.
+            lease.timing = attrs.evolve(lease.timing, valid_from=clock.monotonic())
+        elif hold > 0:
+            await asyncio.sleep(hold)  # not valid yet: callers keep the old token meanwhile
+        failures = self.backoff.succeeded()
+        if failures > 1:
+            logger.info("token renewal recovered after %d failures", failures)
+        if self.source.keeps_session:
+            self.next_keepalive = clock.monotonic() + self.policy.keepalive_interval
+        self._adopt(lease)
+        return lease
+
+    async def _fetch(self, live: Token | None) -> Issued:
+        # A keep-alive and a mint at most, and a fleet store's lease.
+        budget = 2 * self.policy.request_timeout + 1 + self.source.extra_budget
+        try:
+            async with asyncio.timeout(budget):
+                return await self.source.renew(live)
+        except TimeoutError as exc:
+            if isinstance(exc, IcaError):
+                raise
+            msg = f"token renewal did not finish within {budget:g} s"
+            raise TransportTimeoutError(msg) from None
+
+    def _lease_of(self, issued: Issued, current: Lease | None) -> Lease:
+        """The lease for a token a source obtained, or a soft failure if it is no use."""
+        token, reply = issued.token, issued.reply
+        old = current.token.expires_at if current is not None else None
+        if old is not None and token.expires_at is not None and token.expires_at <= old:
+            msg = "the token endpoint answered with a token that expires no later than before"
+            raise SoftFailureError(msg)
+        timing = plan(token, reply, self.policy, rng=self.backoff.rng)
+        if timing.expires <= reply.received_at:
+            msg = "the token endpoint answered with a token that had already expired"
+            raise SoftFailureError(msg)
+        if issued.shared:
+            provenance = Provenance.SHARED
+        else:
+            provenance = Provenance.MINTED if issued.minted else Provenance.REFRESHED
+        offset = reply.sent_wall - reply.sent_at
+        return Lease(token, timing, provenance, reply.received_at, offset)
+
+    def _failed(self, exc: IcaError, current: Lease | None) -> None:
+        self._counts["failures"] += 1
+        lifetime = current.timing.lifetime if current is not None else None
+        now = self._clock.monotonic()
+        starving = current is None or not current.state(current.now(self._clock)).live
+        delay = self.backoff.failed(exc, now, lifetime, starving=starving)
+        left = f"{current.validity(now):.1f} s" if current is not None else "no token"
+        log = logger.warning if self.backoff.failures == 1 else logger.debug
+        log(
+            "token renewal failed (%s); attempt %d, next in %.2f s; current token: %s",
+            exc,
+            self.backoff.failures,
+            delay,
+            left,
+        )
+
+    # -- sessions and revocation ------------------------------------------------------------
+
+    async def keep_alive(self) -> None:
+        """Extend the psToken session (console); on failure retry within 30 s."""
+        clock = self._clock
+        self.next_keepalive = clock.monotonic() + self.policy.keepalive_interval
+        try:
+            async with asyncio.timeout(self.policy.request_timeout + 1):
+                await self.source.keep_alive()
+        except (IcaError, TimeoutError) as exc:
+            retry = min(self.policy.keepalive_interval, 30.0)
+            self.next_keepalive = clock.monotonic() + retry
+            logger.warning("psToken session keep-alive failed (%s); retrying in %.1f s", exc, retry)
+            if isinstance(exc, TokenUnavailableError):
+                self.backoff.remember(exc, clock.monotonic())
+        else:
+            self._counts["keepalives"] += 1
+
+    async def revoke(self, lease: Lease) -> None:
+        """Revoke the lease's token (console), bounded; a failure is logged, not raised."""
+        token = lease.token
+        try:
+            async with asyncio.timeout(self.policy.request_timeout + 1):
+                await self.source.revoke(token)
+        except (IcaError, TimeoutError) as exc:
+            logger.warning("revoking token %s on close failed: %s", token.fingerprint, exc)
+        else:
+            logger.info("revoked token %s", token.fingerprint)
+
+
+def _judged(outcome: Outcome[Lease]) -> Lease | IcaError:
+    """A landed renewal as the waiters see it."""
+    if outcome.landing is Landing.DONE:
+        assert outcome.value is not None
+        return outcome.value
+    if outcome.landing is Landing.CANCELLED:
+        msg = "this TokenManager was closed while waiting for a token"
+        raise RuntimeError(msg)
+    error = outcome.error
+    if isinstance(error, IcaError):
+        return error
+    assert error is not None
+    raise error  # not ours: a bug, let it be seen

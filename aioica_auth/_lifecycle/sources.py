@@ -1,0 +1,306 @@
+"""Token sources: the rules of one platform and one credential, as small strategy objects.
+
+The manager only ever asks a source to `renew` (given the current token, if it is still
+valid), to `keep_alive` a session, or to `revoke`; each source decides what that means:
+
+| platform | credential         | renew                                                        |
+|----------|--------------------|--------------------------------------------------------------|
+| ICA v2   | ApiKey             | mint (`POST /api/tokens`); never `:refresh` (it is refused)  |
+| ICA v2   | BasicAuth, PsToken | `:refresh` the current JWT; mint when refused or expired     |
+| ICA v2   | Jwt                | `:refresh`; when refused, the JWT is used until it expires   |
+| console  | ApiKey, BasicAuth  | mint (`POST /v1/tokens` with the manager's query options)    |
+| console  | PsToken            | extend the session (`/v1/tokens:refresh`), then mint with it |
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import aiohttp
+import attrs
+import yarl
+
+from .._checks import check_text
+from .._credentials import ApiKey, BasicAuth, Jwt, PsToken
+from .._errors import ApiError, InvalidResponseError, TokenUnavailableError
+from .._token import Token, decode_jwt
+from .._wire.console import ConsoleTokenApi, MintOptions
+from .._wire.core import Reply
+from .._wire.ica import IcaTokenApi
+from .policy import Policy
+
+__all__ = [
+    "ConsoleMintSource",
+    "ConsoleSessionSource",
+    "IcaJwtSource",
+    "IcaMintSource",
+    "IcaRefreshSource",
+    "Issued",
+    "SourceFactory",
+    "TokenSource",
+    "console_sources",
+    "ica_sources",
+    "is_refusal",
+]
+
+logger = logging.getLogger("aioica_auth")
+
+
+@attrs.frozen
+class Issued:
+    """A token a source obtained, the reply that carried it, and whether it was minted."""
+
+    token: Token
+    reply: Reply
+    minted: bool
+    shared: bool = False
+    """Taken from a fleet's `TokenStore` (published by another manager), not fetched."""
+
+
+class TokenSource(Protocol):
+    """What the manager needs from the rules of one platform + credential."""
+
+    keeps_session: bool
+    """Whether `keep_alive` does anything (a console psToken session)."""
+
+    extra_budget: float
+    """Seconds a renewal may take beyond a keep-alive and a mint (a fleet store's lease)."""
+
+    waiting_for: str | None
+    """What the renewal under way waits for beyond the token endpoint (another process's
+    renewal, through a fleet store), for the error of a caller whose bound passed; or None."""
+
+    def initial(self) -> Token | None:
+        """A token to use before any request (a `Jwt` given by the caller), or None."""
+
+    async def renew(self, current: Token | None) -> Issued:
+        """Obtain a new token; `current` is the token in use, if it is still valid."""
+
+    async def keep_alive(self) -> None:
+        """Extend the session the tokens come from, if there is one."""
+
+    async def revoke(self, token: Token) -> None:
+        """Revoke a token this source obtained, where the platform can."""
+
+    def refused(self, token: Token) -> None:
+        """A resource refused `token` (a 401): it is not to be used again."""
+
+
+def is_refusal(exc: ApiError) -> bool:
+    """A 4xx that means "no", not "not now" (429 and 408 are "not now")."""
+    return 400 <= exc.status < 500 and exc.status not in {408, 429}
+
+
+class _NoSession:
+    keeps_session = False
+    extra_budget = 0.0
+    waiting_for: str | None = None
+
+    def initial(self) -> Token | None:
+        return None
+
+    async def keep_alive(self) -> None:
+        return None
+
+    async def revoke(self, token: Token) -> None:
+        return None
+
+    def refused(self, token: Token) -> None:
+        return None
+
+
+@attrs.define
+class IcaMintSource(_NoSession):
+    """ICA v2 with an API key: every renewal is a fresh mint."""
+
+    api: IcaTokenApi
+    credential: ApiKey
+    tenant: str | None = None
+
+    async def renew(self, current: Token | None) -> Issued:
+        token, reply = await self.api.create(self.credential, tenant=self.tenant)
+        return Issued(token, reply, minted=True)
+
+
+@attrs.define
+class IcaRefreshSource(_NoSession):
+    """ICA v2 with a username and password or a psToken: refresh, and mint when refused."""
+
+    api: IcaTokenApi
+    credential: BasicAuth | PsToken
+    tenant: str | None = None
+
+    async def renew(self, current: Token | None) -> Issued:
+        if current is not None:
+            try:
+                token, reply = await self.api.refresh(current)
+            except ApiError as exc:
+                if not is_refusal(exc):
+                    raise
+                logger.info(
+                    "refresh of token %s refused (HTTP %d): minting anew",
+                    current.fingerprint,
+                    exc.status,
+                )
+            else:
+                return Issued(token, reply, minted=False)
+        token, reply = await self.api.create(self.credential, tenant=self.tenant)
+        return Issued(token, reply, minted=True)
+
+
+@attrs.define
+class IcaJwtSource(_NoSession):
+    """ICA v2 with a JWT the caller already has: refresh it for as long as the server allows."""
+
+    api: IcaTokenApi
+    credential: Jwt
+    token: Token
+
+    def initial(self) -> Token | None:
+        return self.token
+
+    async def renew(self, current: Token | None) -> Issued:
+        if current is None:
+            msg = (
+                "the JWT given to the manager has expired and a JWT cannot be renewed without "
+                "a valid one: give the manager an ApiKey, BasicAuth or PsToken instead"
+            )
+            raise TokenUnavailableError(msg)
+        try:
+            token, reply = await self.api.refresh(current)
+        except ApiError as exc:
+            if not is_refusal(exc):
+                raise
+            msg = (
+                f"the server refused to refresh the given JWT (HTTP {exc.status}; a JWT "
+                "minted from an API key cannot be refreshed): it is used until it expires; "
+                "give the manager the ApiKey itself to have tokens re-minted"
+            )
+            raise TokenUnavailableError(msg) from exc
+        return Issued(token, reply, minted=False)
+
+
+@attrs.define
+class ConsoleMintSource(_NoSession):
+    """Console v1 with an API key or a username and password: every renewal is a mint."""
+
+    api: ConsoleTokenApi
+    credential: ApiKey | BasicAuth
+    options: MintOptions
+
+    async def renew(self, current: Token | None) -> Issued:
+        response, reply = await self.api.create(self.credential, self.options)
+        return Issued(self.api.decode(response, reply), reply, minted=True)
+
+    async def revoke(self, token: Token) -> None:
+        await self.api.revoke_token(token)
+
+
+@attrs.define
+class ConsoleSessionSource:
+    """Console v1 with a psToken: keep its session alive, mint JWTs with it."""
+
+    api: ConsoleTokenApi
+    ps_token: PsToken
+    options: MintOptions
+    keeps_session: bool = True
+    extra_budget: float = 0.0
+    waiting_for: str | None = attrs.field(default=None, init=False)
+
+    def initial(self) -> Token | None:
+        return None
+
+    def refused(self, token: Token) -> None:
+        return None
+
+    async def renew(self, current: Token | None) -> Issued:
+        # The client cannot learn how long a session lasts: extend it whenever a JWT is due.
+        await self.keep_alive()
+        response, reply = await self.api.create(self.ps_token, self.options)
+        return Issued(self.api.decode(response, reply), reply, minted=True)
+
+    async def keep_alive(self) -> None:
+        try:
+            response, _ = await self.api.refresh(self.ps_token)
+        except ApiError as exc:
+            if not is_refusal(exc):
+                raise
+            msg = (
+                f"the psToken session is over (HTTP {exc.status} from /v1/tokens:refresh): "
+                "sign in again for a new psToken"
+            )
+            raise TokenUnavailableError(msg) from exc
+        new = response.access_token
+        if new and new != self.ps_token.token:
+            self.ps_token = PsToken(new)
+            logger.info("psToken session renewed with a new psToken %s", self.ps_token)
+
+    async def revoke(self, token: Token) -> None:
+        await self.api.revoke_token(token)
+
+
+SourceFactory = Callable[[aiohttp.ClientSession, Policy], TokenSource]
+"""Builds a manager's source once its session exists (in the running loop)."""
+
+
+def ica_sources(
+    credential: ApiKey | BasicAuth | PsToken | Jwt, base_url: yarl.URL, tenant: str | None
+) -> SourceFactory:
+    """The ICA v2 source for `credential`, checked now, built when the session exists.
+
+    Raises:
+        TypeError: not a credential ICA takes. ValueError: a blank tenant, or a `Jwt` that
+            does not decode.
+    """
+    _check_credential(credential, (ApiKey, BasicAuth, PsToken, Jwt))
+    if tenant is not None:
+        check_text(tenant, "tenant")
+    given = _decode_given(credential) if isinstance(credential, Jwt) else None
+
+    def build(session: aiohttp.ClientSession, policy: Policy) -> TokenSource:
+        api = IcaTokenApi(session, str(base_url), timeout=policy.request_timeout)
+        if isinstance(credential, ApiKey):
+            return IcaMintSource(api, credential, tenant)
+        if isinstance(credential, BasicAuth | PsToken):
+            return IcaRefreshSource(api, credential, tenant)
+        assert isinstance(credential, Jwt)
+        assert given is not None
+        return IcaJwtSource(api, credential, given)
+
+    return build
+
+
+def console_sources(
+    credential: ApiKey | BasicAuth | PsToken, base_url: yarl.URL, options: MintOptions
+) -> SourceFactory:
+    """The console v1 source for `credential`, checked now, built when the session exists.
+
+    Raises:
+        TypeError: not a credential the console takes.
+    """
+    _check_credential(credential, (ApiKey, BasicAuth, PsToken))
+
+    def build(session: aiohttp.ClientSession, policy: Policy) -> TokenSource:
+        api = ConsoleTokenApi(session, str(base_url), timeout=policy.request_timeout)
+        if isinstance(credential, PsToken):
+            return ConsoleSessionSource(api, credential, options)
+        return ConsoleMintSource(api, credential, options)
+
+    return build
+
+
+def _check_credential(credential: object, kinds: tuple[type, ...]) -> None:
+    if not isinstance(credential, kinds):
+        names = ", ".join(k.__name__ for k in kinds)
+        msg = f"credential must be one of {names}, not {type(credential).__name__}"
+        raise TypeError(msg)
+
+
+def _decode_given(credential: Jwt) -> Token:
+    try:
+        return decode_jwt(credential.token)
+    except InvalidResponseError:
+        msg = "the Jwt credential is not a decodable JWT"
+        raise ValueError(msg) from None
