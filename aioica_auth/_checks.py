@@ -10,7 +10,10 @@ from __future__ import annotations
 import ipaddress
 import re
 
-__all__ = ["check_text", "is_loopback", "text_problem"]
+__all__ = ["MAX_TIMEOUT", "check_text", "is_loopback", "text_problem"]
+
+MAX_TIMEOUT = 86_400.0
+"""The longest timeout accepted, in seconds (a day): anything longer is a slip of units."""
 
 _LOOPBACK_V4 = ipaddress.IPv4Network("127.0.0.0/8")
 _LOOPBACK_V6 = ipaddress.IPv6Address("::1")

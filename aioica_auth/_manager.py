@@ -38,17 +38,19 @@ import attrs
 import yarl
 
 from ._adapters.middleware import BearerMiddleware
+from ._clock import Clock, SystemClock
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
 from ._errors import IcaError
 from ._fleet.shared import shared_sources
 from ._fleet.store import TokenStore
 from ._lifecycle.backoff import Backoff, Severity, classify, unavailable
-from ._lifecycle.lease import Clock, Lease, Provenance, SystemClock, TokenState
+from ._lifecycle.lease import Lease, Provenance, TokenState
 from ._lifecycle.maturity import Bridge
-from ._lifecycle.policy import Policy, plan
+from ._lifecycle.policy import Policy
 from ._lifecycle.renewal import Renewal
 from ._lifecycle.sources import SourceFactory, TokenSource, console_sources, ica_sources
 from ._lifecycle.stats import COUNTERS, ManagerStats
+from ._lifecycle.timing import Timing
 from ._token import Token
 from ._wire.console import CONSOLE_BASE_URL, MintOptions
 from ._wire.core import check_base_url, check_session
@@ -498,7 +500,7 @@ class TokenManager:
         given = source.initial()
         if given is not None:
             now = self._clock.monotonic(), self._clock.time()
-            timing = plan(given, None, self._policy, rng=self._rng, now=now)
+            timing = Timing.of(given, None, self._policy, rng=self._rng, now=now)
             self._adopt(Lease(given, timing, Provenance.GIVEN, now[0], now[1] - now[0]))
         return renewal
 

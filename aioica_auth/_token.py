@@ -17,9 +17,8 @@ import attrs
 
 from ._credentials import fingerprint
 from ._errors import InvalidResponseError
-from ._wire.core import Reply
 
-__all__ = ["Token", "decode_answer", "decode_jwt", "epoch"]
+__all__ = ["Token", "decode_jwt", "epoch"]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -145,12 +144,3 @@ def decode_jwt(value: str) -> Token:
         issued_at=_numeric_date(claims, "iat"),
         claims=MappingProxyType(claims),
     )
-
-
-def decode_answer(value: str, reply: Reply) -> Token:
-    """Decode a JWT a token endpoint answered with; a bad one names the endpoint and status."""
-    try:
-        return decode_jwt(value)
-    except InvalidResponseError as exc:
-        reason = exc.reason
-    raise InvalidResponseError(reply.status, method="POST", url=reply.url, reason=reason)

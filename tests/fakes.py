@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable
 import yarl
 
 from aioica_auth import Policy, Token, TokenManager
+from aioica_auth._clock import Exchange
 from aioica_auth._lifecycle.sources import Issued
-from aioica_auth._wire.core import Reply
 from aioica_auth.testing import make_jwt
 
 
@@ -95,7 +95,7 @@ class ScriptedSource:
             raise step
         value = step if isinstance(step, str) else step()
         mono, wall = self.clock.monotonic(), self.clock.time()
-        reply = Reply(200, None, mono, wall, mono, None, "https://example.org/api/tokens")
+        reply = Exchange(mono, wall, mono, None)
         return Issued(Token.from_jwt(value), reply, minted=True)
 
     async def keep_alive(self) -> None:

@@ -44,13 +44,13 @@ from typing import TypeVar
 
 import aiohttp
 
+from .._clock import Clock, Exchange, SystemClock
 from .._credentials import Credential, PsToken
 from .._errors import ApiError, error_class
-from .._lifecycle.lease import Clock, SystemClock
-from .._lifecycle.policy import Policy, plan
+from .._lifecycle.policy import Policy
 from .._lifecycle.sources import Issued, SourceFactory, TokenSource, is_refusal
+from .._lifecycle.timing import Timing
 from .._token import Token, epoch
-from .._wire.core import Reply
 from .store import (
     BadEntryError,
     Hold,
@@ -285,17 +285,17 @@ class SharedSource:
         server_now = wall + (offset or 0.0)
         iat = epoch(token.issued_at)
         age = max(0.0, server_now - iat) if iat is not None else 0.0
-        # As if the token had just been fetched, sent `age` ago: `plan` then reads its
+        # As if the token had just been fetched, sent `age` ago: `Timing.of` then reads its
         # timing in the server's time.
-        reply = Reply(200, None, mono - age, wall - age, mono, offset, "token store")
-        timing = plan(token, reply, self.policy)
+        exchange = Exchange(mono - age, wall - age, mono, offset)
+        timing = Timing.of(token, exchange, self.policy)
         if timing.expires <= mono:
             self._report(raw, "store entry holds an expired token")
             return None
         if timing.refresh_at <= mono:
             logger.debug("shared token %s is due for renewal: renewing", token.fingerprint)
             return None
-        return Issued(token, reply, minted=False, shared=True)
+        return Issued(token, exchange, minted=False, shared=True)
 
     def _offset(self, entry: StoreEntry, wall: float) -> float | None:
         """The server's clock minus ours at `wall`, to judge `entry`'s token by: our own
@@ -370,7 +370,8 @@ def _offset_of(issued: Issued) -> float | None:
     """The server's clock minus ours, as a token we fetched shows it (`iat` against when we
     sent the request: late by the request's latency at most, which ages the token sooner)."""
     iat = epoch(issued.token.issued_at)
-    return iat - issued.reply.sent_wall if iat is not None else issued.reply.server_offset
+    exchange = issued.exchange
+    return iat - exchange.sent_wall if iat is not None else exchange.server_offset
 
 
 def _not_later(token: Token, current: Token) -> bool:

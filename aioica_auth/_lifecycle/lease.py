@@ -1,6 +1,6 @@
 """The token in use, named states, and the one place where a token's state is judged.
 
-A `Lease` is a token with its timing (`Timing`, from `_policy.plan`) and its provenance (given
+A `Lease` is a token with its timing (`Timing.of`, in `timing`) and its provenance (given
 by the caller, minted, refreshed). `Lease.state(now)` is the only judgement of where a token
 stands; everything that decides behaviour (the hot path, waiters, the scheduler, the
 middleware) asks it instead of comparing timestamps:
@@ -25,44 +25,25 @@ from __future__ import annotations
 
 import enum
 import logging
-import time
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
+from .._clock import Clock
 from .._token import Token
-from .policy import Policy, Timing
+from .policy import Policy
+from .timing import Timing
 
 if TYPE_CHECKING:
     from .maturity import Probe
 
-__all__ = ["Clock", "Lease", "LeaseSource", "Provenance", "SystemClock", "TokenState"]
+__all__ = ["Lease", "LeaseSource", "Provenance", "TokenState"]
 
 logger = logging.getLogger("aioica_auth")
 
 _JUMP_TOLERANCE = 1.0  # seconds of wall-vs-monotonic drift that are noise, not a suspend
-
-
-class Clock(Protocol):
-    """The two clocks the manager reads; injected in tests."""
-
-    def monotonic(self) -> float:
-        """Seconds on a clock that never goes back (asyncio's loop clock)."""
-
-    def time(self) -> float:
-        """POSIX wall-clock seconds."""
-
-
-class SystemClock:
-    """The real clocks: `time.monotonic()`, and `time.time()` looked up at each call."""
-
-    monotonic = staticmethod(time.monotonic)
-
-    def time(self) -> float:
-        """`time.time()`."""
-        return time.time()
 
 
 class Provenance(enum.Enum):

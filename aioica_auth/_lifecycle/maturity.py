@@ -21,7 +21,8 @@ import enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .lease import Clock, Lease
+    from .._clock import Clock
+    from .lease import Lease
 
 __all__ = ["DEFER_MIN", "Bridge", "Phase", "Probe", "ProbeState"]
 

@@ -1,4 +1,5 @@
-"""When to refresh, how long to wait, how to back off: the manager's policy, and token timing.
+"""When to refresh, how long to wait, how to back off: the manager's policy (a token's
+timing under it is `timing.Timing.of`).
 
 Every window is scaled to the token's lifetime L, so the same defaults serve a 2-second test
 token and a day-long production one:
@@ -20,20 +21,17 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from .._token import Token, epoch
-from .._wire.core import MAX_TIMEOUT, Reply
+from .._checks import MAX_TIMEOUT
 
-__all__ = ["STARVING_RETRY_MAX", "Policy", "Timing", "plan"]
+__all__ = ["STARVING_RETRY_MAX", "Policy"]
 
 _RANDOM = random.Random()
 
-_DATE_RESOLUTION = 2.0  # `Date` has one-second resolution: smaller offsets are noise
 
 STARVING_RETRY_MAX = 4.0
 """Seconds: the longest backoff while no valid token is held (2 to 4 s with the jitter), so
@@ -169,82 +167,3 @@ class Policy:
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.retry_after_max))
         return delay
-
-
-@attrs.frozen
-class Timing:
-    """When a token becomes usable, when to refresh it, when callers must wait, when it expires.
-
-    All times are `time.monotonic()` seconds, computed in the server's time frame: the
-    token's own `exp - iat` anchored at the moment the request was sent (`issued`), so a
-    client clock that is minutes off does not matter.
-    """
-
-    issued: float
-    valid_from: float
-    refresh_at: float
-    hard_at: float
-    expires: float
-    lifetime: float | None
-    skew: float | None
-    matures: float = -math.inf  # when it may be handed out in place of the token it replaces
-
-
-def plan(
-    token: Token,
-    reply: Reply | None,
-    policy: Policy,
-    *,
-    rng: random.Random | None = None,
-    now: tuple[float, float] | None = None,
-) -> Timing:
-    """Compute a token's timing from its claims and the reply that carried it.
-
-    Without a reply (a JWT the caller already had), the local wall clock is the only
-    reference and is used as is; `now` is then `(monotonic, wall)`, read now by default.
-    """
-    exp, iat, nbf = epoch(token.expires_at), epoch(token.issued_at), epoch(token.not_before)
-    if reply is None:
-        anchor, wall = now if now is not None else (time.monotonic(), time.time())
-        server_now, skew = wall, None
-    else:
-        anchor, wall = reply.sent_at, reply.sent_wall
-        offset = reply.server_offset
-        skew = offset
-        server_now = wall + (
-            offset if offset is not None and abs(offset) >= _DATE_RESOLUTION else 0
-        )
-    if reply is not None and iat is not None:
-        # `iat` is the server's clock when it issued the token: the best anchor there is.
-        server_now = iat
-        skew = iat - wall
-    valid_from = anchor
-    if nbf is not None and nbf > server_now:
-        # Each bound errs on its safe side: expiry counts from when the request was sent
-        # (earlier than the server stamped `iat`), validity from when the answer arrived
-        # (later than it).
-        start = reply.received_at if reply is not None else anchor
-        valid_from = start + (nbf - server_now)
-    if exp is None:
-        inf = math.inf
-        return Timing(anchor, valid_from, inf, inf, inf, None, skew, anchor + policy.maturity)
-    lifetime = exp - (iat if iat is not None else server_now)
-    remaining = exp - server_now
-    claims = token.claims
-    if (
-        reply is not None
-        and isinstance(claims.get("iat"), int)
-        and isinstance(claims.get("exp"), int)
-    ):
-        # Whole-second claims: `iat` was truncated by up to a second.
-        remaining -= min(1.0, max(lifetime, 0) / 10)
-    scale = max(lifetime, 0.0)
-    expires = anchor + remaining - min(policy.leeway, scale / 20)
-    window = min(policy.refresh_margin, scale / 2)
-    hard = min(policy.min_validity, scale / 10, window / 2)
-    refresh_at = expires - window - (rng or _RANDOM).random() * policy.jitter * window
-    # Matured counted from the answer's arrival, as validity is: `iat` may be stamped as late
-    # as that (a slow server), and a young token is the risk here.
-    arrived = reply.received_at if reply is not None else anchor
-    matures = arrived + min(policy.maturity, scale / 20)
-    return Timing(anchor, valid_from, refresh_at, expires - hard, expires, lifetime, skew, matures)

@@ -18,14 +18,16 @@ from collections.abc import Callable
 
 import attrs
 
+from .._clock import Clock
 from .._errors import IcaError, TokenUnavailableError, TransportTimeoutError
 from .._token import Token
 from .backoff import Backoff, SoftFailureError
 from .flight import Landing, Outcome, SingleFlight
 from .flight import outcome_of as _outcome
-from .lease import Clock, Lease, Provenance, TokenState
-from .policy import Policy, plan
+from .lease import Lease, Provenance, TokenState
+from .policy import Policy
 from .sources import Issued, TokenSource
+from .timing import Timing
 
 __all__ = ["Renewal"]
 
@@ -185,21 +187,20 @@ class Renewal:
 
     def _lease_of(self, issued: Issued, current: Lease | None) -> Lease:
         """The lease for a token a source obtained, or a soft failure if it is no use."""
-        token, reply = issued.token, issued.reply
+        token, exchange = issued.token, issued.exchange
         old = current.token.expires_at if current is not None else None
         if old is not None and token.expires_at is not None and token.expires_at <= old:
             msg = "the token endpoint answered with a token that expires no later than before"
             raise SoftFailureError(msg)
-        timing = plan(token, reply, self.policy, rng=self.backoff.rng)
-        if timing.expires <= reply.received_at:
+        timing = Timing.of(token, exchange, self.policy, rng=self.backoff.rng)
+        if timing.expires <= exchange.received_at:
             msg = "the token endpoint answered with a token that had already expired"
             raise SoftFailureError(msg)
         if issued.shared:
             provenance = Provenance.SHARED
         else:
             provenance = Provenance.MINTED if issued.minted else Provenance.REFRESHED
-        offset = reply.sent_wall - reply.sent_at
-        return Lease(token, timing, provenance, reply.received_at, offset)
+        return Lease(token, timing, provenance, exchange.received_at, exchange.wall_offset)
 
     def _failed(self, exc: IcaError, current: Lease | None) -> None:
         self._counts["failures"] += 1

@@ -23,11 +23,11 @@ import attrs
 import yarl
 
 from .._checks import check_text
+from .._clock import Exchange
 from .._credentials import ApiKey, BasicAuth, Jwt, PsToken
 from .._errors import ApiError, InvalidResponseError, TokenUnavailableError
 from .._token import Token, decode_jwt
 from .._wire.console import ConsoleTokenApi, MintOptions
-from .._wire.core import Reply
 from .._wire.ica import IcaTokenApi
 from .policy import Policy
 
@@ -50,10 +50,10 @@ logger = logging.getLogger("aioica_auth")
 
 @attrs.frozen
 class Issued:
-    """A token a source obtained, the reply that carried it, and whether it was minted."""
+    """A token a source obtained, the exchange that carried it, and whether it was minted."""
 
     token: Token
-    reply: Reply
+    exchange: Exchange
     minted: bool
     shared: bool = False
     """Taken from a fleet's `TokenStore` (published by another manager), not fetched."""
@@ -121,7 +121,7 @@ class IcaMintSource(_NoSession):
 
     async def renew(self, current: Token | None) -> Issued:
         token, reply = await self.api.create(self.credential, tenant=self.tenant)
-        return Issued(token, reply, minted=True)
+        return Issued(token, reply.exchange, minted=True)
 
 
 @attrs.define
@@ -145,9 +145,9 @@ class IcaRefreshSource(_NoSession):
                     exc.status,
                 )
             else:
-                return Issued(token, reply, minted=False)
+                return Issued(token, reply.exchange, minted=False)
         token, reply = await self.api.create(self.credential, tenant=self.tenant)
-        return Issued(token, reply, minted=True)
+        return Issued(token, reply.exchange, minted=True)
 
 
 @attrs.define
@@ -179,7 +179,7 @@ class IcaJwtSource(_NoSession):
                 "give the manager the ApiKey itself to have tokens re-minted"
             )
             raise TokenUnavailableError(msg) from exc
-        return Issued(token, reply, minted=False)
+        return Issued(token, reply.exchange, minted=False)
 
 
 @attrs.define
@@ -192,7 +192,7 @@ class ConsoleMintSource(_NoSession):
 
     async def renew(self, current: Token | None) -> Issued:
         response, reply = await self.api.create(self.credential, self.options)
-        return Issued(self.api.decode(response, reply), reply, minted=True)
+        return Issued(self.api.decode(response, reply), reply.exchange, minted=True)
 
     async def revoke(self, token: Token) -> None:
         await self.api.revoke_token(token)
@@ -219,7 +219,7 @@ class ConsoleSessionSource:
         # The client cannot learn how long a session lasts: extend it whenever a JWT is due.
         await self.keep_alive()
         response, reply = await self.api.create(self.ps_token, self.options)
-        return Issued(self.api.decode(response, reply), reply, minted=True)
+        return Issued(self.api.decode(response, reply), reply.exchange, minted=True)
 
     async def keep_alive(self) -> None:
         try:

@@ -11,8 +11,8 @@ from .._checks import check_text
 from .._credentials import ApiKey, BasicAuth, Credential, Jwt, PsToken, auth_headers, secrets_of
 from .._errors import InvalidResponseError
 from .._models import AccessTokenRequest, TokenDetailResponse, TokenResponse, converter
-from .._token import Token, decode_answer
-from .core import DEFAULT_TIMEOUT, Reply, TokenEndpoints
+from .._token import Token
+from .core import DEFAULT_TIMEOUT, Reply, TokenEndpoints, decode_answer
 
 __all__ = ["CONSOLE_BASE_URL", "ConsoleTokenApi", "MintOptions"]
 

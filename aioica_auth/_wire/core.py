@@ -33,7 +33,8 @@ import attrs
 import yarl
 from aiohttp.helpers import basicauth_from_netrc, netrc_from_env
 
-from .._checks import is_loopback
+from .._checks import MAX_TIMEOUT, is_loopback
+from .._clock import Exchange
 from .._errors import (
     ApiError,
     InvalidResponseError,
@@ -43,6 +44,7 @@ from .._errors import (
     scrub,
 )
 from .._models import ErrorResponse, Problem, converter
+from .._token import Token, decode_jwt
 from .transport import session_closed, transport_error
 
 __all__ = [
@@ -62,9 +64,6 @@ logger = logging.getLogger("aioica_auth")
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds for one token request, connect to last byte."""
-
-MAX_TIMEOUT = 86_400.0
-"""The longest timeout accepted, in seconds (a day): anything longer is a slip of units."""
 
 _NO_CONTENT_TYPE = ("Content-Type",)
 _DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
@@ -208,20 +207,23 @@ class Reply:
     Attributes:
         status: The HTTP status.
         body: The decoded JSON body (None for an empty one).
-        sent_at: `time.monotonic()` just before the request was sent.
-        sent_wall: `time.time()` at the same moment.
-        received_at: `time.monotonic()` when the answer was read.
-        server_offset: The server's `Date` minus our wall clock at receipt, in seconds, or None.
         url: The request URL, without its query.
+        exchange: When the request went out and the answer came back, and the server's `Date`.
     """
 
     status: int
     body: Any
-    sent_at: float
-    sent_wall: float
-    received_at: float
-    server_offset: float | None
-    url: str = ""
+    url: str
+    exchange: Exchange
+
+
+def decode_answer(value: str, reply: Reply) -> Token:
+    """Decode a JWT a token endpoint answered with; a bad one names the endpoint and status."""
+    try:
+        return decode_jwt(value)
+    except InvalidResponseError as exc:
+        reason = exc.reason
+    raise InvalidResponseError(reply.status, method="POST", url=reply.url, reason=reason)
 
 
 @attrs.frozen
@@ -303,7 +305,7 @@ class HttpCore:
         if model is not None:
             body = structure(body, model, status=status, method=method, url=shown)
         offset = None if server_time is None else server_time - wall
-        return Reply(status, body, sent_at, sent_wall, received_at, offset, shown)
+        return Reply(status, body, shown, Exchange(sent_at, sent_wall, received_at, offset))
 
     async def _send(
         self,

@@ -8,8 +8,8 @@ from .._checks import check_text
 from .._credentials import ApiKey, BasicAuth, Jwt, PsToken, auth_headers, secrets_of
 from .._errors import InvalidResponseError
 from .._models import IcaTokenBody
-from .._token import Token, decode_answer
-from .core import DEFAULT_TIMEOUT, Reply, TokenEndpoints
+from .._token import Token
+from .core import DEFAULT_TIMEOUT, Reply, TokenEndpoints, decode_answer
 
 __all__ = ["ICA_BASE_URL", "IcaTokenApi"]
 

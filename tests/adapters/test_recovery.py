@@ -25,7 +25,7 @@ from aioica_auth._adapters.recovery import (
 )
 from aioica_auth._lifecycle.lease import Lease, Provenance
 from aioica_auth._lifecycle.maturity import Bridge, Probe, ProbeState
-from aioica_auth._lifecycle.policy import plan
+from aioica_auth._lifecycle.timing import Timing
 from aioica_auth.testing import make_jwt
 
 from ..fakes import ManualClock
@@ -47,7 +47,7 @@ class FakeSource:
     def mint(self) -> Lease:
         now = (self.clock.monotonic(), self.clock.time())
         token = Token.from_jwt(make_jwt(issued_at=now[1], lifetime=3600))
-        timing = plan(token, None, self.policy, now=now)
+        timing = Timing.of(token, None, self.policy, now=now)
         lease = Lease(token, timing, Provenance.MINTED, now[0], now[1] - now[0])
         self.bridge.replaced(self._current)
         self._current = lease

@@ -19,6 +19,7 @@ from aioica_auth import (
     RateLimitError,
     TokenUnavailableError,
 )
+from aioica_auth._clock import Exchange
 from aioica_auth._fleet.shared import SharedSource
 from aioica_auth._fleet.store import (
     BadEntryError,
@@ -28,10 +29,10 @@ from aioica_auth._fleet.store import (
     encode_hold,
     hold_key,
 )
-from aioica_auth._lifecycle.policy import Policy, plan
+from aioica_auth._lifecycle.policy import Policy
 from aioica_auth._lifecycle.sources import Issued
+from aioica_auth._lifecycle.timing import Timing
 from aioica_auth._token import Token, decode_jwt
-from aioica_auth._wire.core import Reply
 from aioica_auth.testing import LocalIcaServer
 
 from ..fakes import ScriptedSource
@@ -182,7 +183,7 @@ class MintingSource(ScriptedSource):
 
     async def renew(self, current: Token | None) -> Issued:
         wall = HostClock().time()
-        reply = Reply(200, None, 5_000.0 - 0.2, wall - 0.2, 5_000.0, None)
+        reply = Exchange(5_000.0 - 0.2, wall - 0.2, 5_000.0, None)
         return Issued(token_issued(SERVER_NOW), reply, minted=True)
 
 
@@ -203,7 +204,7 @@ async def adopted_expiry(source: SharedSource) -> float:
     """Seconds from now until the adopted token expires, as this manager judges it."""
     issued = await source._adoptable(None)
     assert issued is not None
-    return plan(issued.token, issued.reply, source.policy).expires - HostClock().monotonic()
+    return Timing.of(issued.token, issued.exchange, source.policy).expires - HostClock().monotonic()
 
 
 def margin(lifetime: float) -> float:

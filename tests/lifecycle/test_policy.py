@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 
 from aioica_auth import ApiKey, Policy, Token, TokenManager
-from aioica_auth._lifecycle.policy import plan
-from aioica_auth._wire.core import Reply
+from aioica_auth._clock import Exchange
+from aioica_auth._lifecycle.timing import Timing
 from aioica_auth.testing import make_jwt
 
 
-def reply(*, offset: float | None = None, sent_wall: float | None = None) -> Reply:
+def reply(*, offset: float | None = None, sent_wall: float | None = None) -> Exchange:
     now = time.monotonic()
-    return Reply(200, None, now, sent_wall or time.time(), now, offset, "https://x/api/tokens")
+    return Exchange(now, sent_wall or time.time(), now, offset)
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ def test_windows_scale_with_the_lifetime(lifetime: float) -> None:
     now = time.time()
     token = Token.from_jwt(make_jwt(issued_at=now, lifetime=lifetime))
     r = reply(sent_wall=now)
-    t = plan(token, r, Policy())
+    t = Timing.of(token, r, Policy())
     left = t.expires - r.sent_at
     assert lifetime * 0.94 <= left <= lifetime
     assert t.valid_from == r.sent_at
@@ -74,7 +74,7 @@ def test_client_clock_offset_does_not_move_expiry(skew: float) -> None:
     now = time.time()  # one reading: a busy machine may pass a while between two
     token = Token.from_jwt(make_jwt(issued_at=now + skew, lifetime=60))
     r = reply(offset=skew, sent_wall=now)
-    t = plan(token, r, Policy())
+    t = Timing.of(token, r, Policy())
     assert t.expires - r.sent_at == pytest.approx(60 - 3, abs=0.01)  # leeway min(30, L/20)
     assert t.skew == pytest.approx(skew, abs=1)
 
@@ -84,9 +84,9 @@ def test_date_header_offset_is_used_without_iat() -> None:
     now = time.time()
     token = Token.from_jwt(make_jwt(issued_at=now + 300, lifetime=100, claims={"iat": None}))
     assert token.issued_at is None
-    t = plan(token, reply(offset=300.0, sent_wall=now), Policy())
+    t = Timing.of(token, reply(offset=300.0, sent_wall=now), Policy())
     assert t.lifetime == pytest.approx(100, abs=0.1)
-    noisy = plan(token, reply(offset=1.5, sent_wall=now), Policy())
+    noisy = Timing.of(token, reply(offset=1.5, sent_wall=now), Policy())
     assert noisy.lifetime == pytest.approx(400, abs=0.1)
 
 
@@ -95,7 +95,7 @@ def test_not_before_ahead_delays_validity() -> None:
     now = time.time()
     token = Token.from_jwt(make_jwt(issued_at=now, not_before=now + 2, lifetime=60))
     r = reply(sent_wall=now)
-    assert plan(token, r, Policy()).valid_from == pytest.approx(r.sent_at + 2, abs=0.01)
+    assert Timing.of(token, r, Policy()).valid_from == pytest.approx(r.sent_at + 2, abs=0.01)
 
 
 def test_whole_second_claims_allow_for_truncated_iat() -> None:
@@ -104,14 +104,16 @@ def test_whole_second_claims_allow_for_truncated_iat() -> None:
     token = Token.from_jwt(make_jwt(issued_at=now, lifetime=3600))
     assert isinstance(token.claims["iat"], int)
     r = reply(sent_wall=now)
-    assert plan(token, r, Policy()).expires - r.sent_at == pytest.approx(3600 - 1 - 30, abs=0.01)
+    assert Timing.of(token, r, Policy()).expires - r.sent_at == pytest.approx(
+        3600 - 1 - 30, abs=0.01
+    )
 
 
 def test_token_without_exp_never_expires_by_clock() -> None:
     """A JWT without `exp` (or an opaque token) is used until a resource refuses it."""
     token = Token.from_jwt(make_jwt(include_exp=False))
     assert token.expires_at is None
-    t = plan(token, reply(), Policy())
+    t = Timing.of(token, reply(), Policy())
     assert t.refresh_at == t.hard_at == t.expires == float("inf")
 
 
@@ -132,7 +134,7 @@ def test_validity_counts_from_receipt_and_expiry_from_sending() -> None:
     now = time.time()
     token = Token.from_jwt(make_jwt(issued_at=now, not_before=now + 1, lifetime=60))
     sent = time.monotonic()
-    slow = Reply(200, None, sent, now, sent + 0.3, None, "https://x/api/tokens")
-    t = plan(token, slow, Policy())
+    slow = Exchange(sent, now, sent + 0.3, None)
+    t = Timing.of(token, slow, Policy())
     assert t.valid_from == pytest.approx(sent + 0.3 + 1, abs=1e-6)
     assert t.expires == pytest.approx(sent + 60 - 3, abs=1e-6)

@@ -9,11 +9,11 @@ from collections.abc import Callable
 import pytest
 
 from aioica_auth import Policy, Token, TokenUnavailableError
+from aioica_auth._clock import Exchange
 from aioica_auth._lifecycle import renewal as renewal_module
 from aioica_auth._lifecycle.backoff import Severity, SoftFailureError, classify
 from aioica_auth._lifecycle.lease import Lease, Provenance, TokenState
-from aioica_auth._lifecycle.policy import Timing, plan
-from aioica_auth._wire.core import Reply
+from aioica_auth._lifecycle.timing import Timing
 from aioica_auth.testing import make_jwt
 
 from ..fakes import ManualClock, RunningClock, ScriptedSource, manager, must_wait_token
@@ -125,7 +125,9 @@ def test_plan_windows_are_exact_with_a_seeded_rng(
     lifetime: float, leeway: float, window: float, hard: float
 ) -> None:
     """leeway min(30, L/20), hard min(30, L/10, window/2), refresh min(1200, L/2) + u*10% early."""
-    t = plan(jwt_token(lifetime=lifetime), None, Policy(), rng=random.Random(42), now=(MONO, WALL))
+    t = Timing.of(
+        jwt_token(lifetime=lifetime), None, Policy(), rng=random.Random(42), now=(MONO, WALL)
+    )
     assert t.issued == t.valid_from == MONO
     assert t.lifetime == lifetime
     assert t.expires == pytest.approx(MONO + lifetime - leeway)
@@ -138,7 +140,8 @@ def test_the_same_seed_gives_the_same_timing_and_another_seed_moves_only_the_ref
     """Jitter is the rng's only effect: equal seeds plan equal timings, others move refresh_at."""
     token = jwt_token()
     a, b, c = (
-        plan(token, None, Policy(), rng=random.Random(seed), now=(MONO, WALL)) for seed in (7, 7, 8)
+        Timing.of(token, None, Policy(), rng=random.Random(seed), now=(MONO, WALL))
+        for seed in (7, 7, 8)
     )
     assert a == b
     assert a.refresh_at != c.refresh_at
@@ -149,7 +152,7 @@ def test_jitter_only_brings_the_refresh_forward_within_its_fraction() -> None:
     """Over 200 seeds the refresh point lies in [expiry - 1.1 w, expiry - w], never later."""
     token = jwt_token()
     points = [
-        plan(token, None, Policy(), rng=random.Random(s), now=(MONO, WALL)).refresh_at
+        Timing.of(token, None, Policy(), rng=random.Random(s), now=(MONO, WALL)).refresh_at
         for s in range(200)
     ]
     expires = MONO + 3600 - 30
@@ -161,7 +164,7 @@ def test_no_jitter_means_no_randomness() -> None:
     """With jitter=0 the refresh point is exactly expiry minus the window, whatever the seed."""
     token = jwt_token()
     points = {
-        plan(token, None, Policy(jitter=0), rng=random.Random(s), now=(MONO, WALL)).refresh_at
+        Timing.of(token, None, Policy(jitter=0), rng=random.Random(s), now=(MONO, WALL)).refresh_at
         for s in range(5)
     }
     assert points == {MONO + 3600 - 30 - 1200}
@@ -169,9 +172,9 @@ def test_no_jitter_means_no_randomness() -> None:
 
 def test_a_reply_anchors_expiry_on_iat_and_sending_time() -> None:
     """With a reply, a server 10 min ahead does not matter: expiry is sent_at + L - 1 s - leeway."""
-    reply = Reply(200, None, MONO, WALL, MONO + 0.2, 600.0, "https://x/api/tokens")
+    reply = Exchange(MONO, WALL, MONO + 0.2, 600.0)
     token = jwt_token(issued_at=WALL + 600)  # whole-second claims: iat truncated by up to 1 s
-    t = plan(token, reply, Policy(), rng=random.Random(42))
+    t = Timing.of(token, reply, Policy(), rng=random.Random(42))
     assert t.issued == MONO
     assert t.expires == pytest.approx(MONO + 3600 - 1 - 30)
     assert t.skew == pytest.approx(600.0)
@@ -179,9 +182,9 @@ def test_a_reply_anchors_expiry_on_iat_and_sending_time() -> None:
 
 def test_nbf_ahead_makes_a_token_not_yet_valid_until_then() -> None:
     """nbf 5 s after iat: valid from receipt + 5 s, not yet valid a moment before."""
-    reply = Reply(200, None, MONO, WALL, MONO + 0.5, None, "https://x/api/tokens")
+    reply = Exchange(MONO, WALL, MONO + 0.5, None)
     token = jwt_token(not_before=WALL + 5)
-    t = plan(token, reply, Policy(), rng=random.Random(42))
+    t = Timing.of(token, reply, Policy(), rng=random.Random(42))
     assert t.valid_from == pytest.approx(MONO + 0.5 + 5)
     lease = Lease(token, t, Provenance.MINTED, MONO + 0.5, WALL - MONO)
     assert lease.state(MONO + 5.4) is TokenState.NOT_YET_VALID
@@ -191,7 +194,7 @@ def test_nbf_ahead_makes_a_token_not_yet_valid_until_then() -> None:
 def test_nbf_ahead_is_honoured_for_a_token_without_exp() -> None:
     """A JWT without exp but with nbf 20 s ahead is not yet valid until its nbf."""
     token = Token.from_jwt(make_jwt(issued_at=WALL, not_before=WALL + 20, include_exp=False))
-    t = plan(token, None, Policy(), rng=random.Random(42), now=(MONO, WALL))
+    t = Timing.of(token, None, Policy(), rng=random.Random(42), now=(MONO, WALL))
     lease = Lease(token, t, Provenance.GIVEN, MONO, WALL - MONO)
     assert t.expires == float("inf")
     assert lease.state(MONO + 10) is TokenState.NOT_YET_VALID
@@ -200,7 +203,7 @@ def test_nbf_ahead_is_honoured_for_a_token_without_exp() -> None:
 def test_a_token_without_exp_is_fresh_forever() -> None:
     """No exp: never due, never expired by the clock, lifetime unknown."""
     token = Token.from_jwt(make_jwt(issued_at=WALL, include_exp=False))
-    t = plan(token, None, Policy(), rng=random.Random(42), now=(MONO, WALL))
+    t = Timing.of(token, None, Policy(), rng=random.Random(42), now=(MONO, WALL))
     lease = Lease(token, t, Provenance.GIVEN, MONO, WALL - MONO)
     assert t.lifetime is None
     assert lease.state(MONO + 1e9) is TokenState.FRESH
@@ -212,7 +215,7 @@ def test_a_token_without_exp_is_fresh_forever() -> None:
 def fresh_lease(clock: ManualClock, lifetime: float = 3600.0) -> Lease:
     token = jwt_token(issued_at=clock.wall, lifetime=lifetime)
     now = clock.monotonic(), clock.time()
-    t = plan(token, None, Policy(), rng=random.Random(42), now=now)
+    t = Timing.of(token, None, Policy(), rng=random.Random(42), now=now)
     return Lease(token, t, Provenance.GIVEN, now[0], now[1] - now[0])
 
 

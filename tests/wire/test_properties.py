@@ -31,6 +31,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from aioica_auth._clock import Exchange
 from aioica_auth._errors import (
     ApiError,
     InvalidResponseError,
@@ -39,7 +40,8 @@ from aioica_auth._errors import (
     error_class,
     scrub,
 )
-from aioica_auth._lifecycle.policy import Policy, plan
+from aioica_auth._lifecycle.policy import Policy
+from aioica_auth._lifecycle.timing import Timing
 from aioica_auth._models import (
     Domain,
     ErrorResponse,
@@ -50,7 +52,7 @@ from aioica_auth._models import (
     Workgroup,
 )
 from aioica_auth._token import Token, decode_jwt
-from aioica_auth._wire.core import HttpCore, Reply, parse_http_date, parse_retry_after, structure
+from aioica_auth._wire.core import HttpCore, parse_http_date, parse_retry_after, structure
 
 PROPS = settings(
     max_examples=200,
@@ -733,9 +735,7 @@ finite_times = st.floats(min_value=0, max_value=4e9, allow_nan=False) | st.integ
     nbf=st.none() | finite_times,
     reply=st.none()
     | st.builds(
-        Reply,
-        status=st.just(200),
-        body=st.none(),
+        Exchange,
         sent_at=st.floats(min_value=0, max_value=1e7),
         sent_wall=st.floats(min_value=0, max_value=4e9),
         received_at=st.floats(min_value=0, max_value=1e7),
@@ -754,13 +754,13 @@ finite_times = st.floats(min_value=0, max_value=4e9, allow_nan=False) | st.integ
 @example(iat=200, exp=100, nbf=300, reply=None, policy=Policy())  # exp before iat
 @example(iat=None, exp=0, nbf=4e9, reply=None, policy=Policy())
 def test_plan_orders_the_deadlines(
-    iat: float | None, exp: float | None, nbf: float | None, reply: Reply | None, policy: Policy
+    iat: float | None, exp: float | None, nbf: float | None, reply: Exchange | None, policy: Policy
 ) -> None:
     """Any finite exp/iat/nbf and reply offset: refresh_at <= hard_at <= expires, all finite
     when the token expires, valid_from finite; never judged valid past the server's exp."""
     claims = {k: v for k, v in (("iat", iat), ("exp", exp), ("nbf", nbf)) if v is not None}
     token = decode_jwt(jwt_of({"alg": "none"}, dumps(claims), sign=False))
-    timing = plan(token, reply, policy)
+    timing = Timing.of(token, reply, policy)
     assert math.isfinite(timing.valid_from)
     assert timing.refresh_at <= timing.hard_at <= timing.expires
     if exp is None:
@@ -787,8 +787,8 @@ def test_plan_windows_scale_with_the_lifetime(lifetime: float, rtt: float) -> No
     now = time.time()
     claims = {"iat": now, "exp": now + lifetime}
     token = decode_jwt(jwt_of({"alg": "none"}, dumps(claims), sign=False))
-    reply = Reply(200, None, 1000.0, now, 1000.0 + rtt, None)
-    t = plan(token, reply, Policy())
+    reply = Exchange(1000.0, now, 1000.0 + rtt, None)
+    t = Timing.of(token, reply, Policy())
     end = 1000.0 + lifetime
     slack = 1e-6 * max(1.0, lifetime)
     assert end - t.expires <= min(30.0, lifetime / 20) + slack
