@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from .parser import ENV_HELP, PROG, WORD, Parser, UsageError, shown
+from .base import PROG, WORD, UsageError, shown
+from .parser import ENV_HELP, Parser
 
 __all__ = ["check_argv"]
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
@@ -37,7 +36,7 @@ from .._fleet.store import BadEntryError, TokenStoreError, decode_entry, encode_
 from .._token import Token, epoch
 from .._wire.console import MintOptions
 from .._wire.core import check_base_url
-from .parser import PROG
+from .base import warn
 
 __all__ = [
     "CliCache",
@@ -52,10 +51,6 @@ __all__ = [
 _T = TypeVar("_T")
 _IMPORTED = time.time()  # the start of this process, when /proc cannot say it
 _LEASE_POLL = 0.5  # seconds: the longest a force-refresh waits on the store between looks
-
-
-def _warn(message: str) -> None:
-    print(f"{PROG}: warning: {' '.join(message.split())}", file=sys.stderr)
 
 
 def _why(exc: Exception) -> str:
@@ -87,7 +82,7 @@ class CliCache:
                 self.failed = True
                 where = self.store.directory
                 msg = f"token cache {where} not used: {_why(exc)}; see --help, or pass --no-cache"
-                _warn(msg)
+                warn(msg)
             raise
 
     async def read(self, key: str) -> bytes | None:
@@ -132,7 +127,7 @@ def open_cache(
     try:
         store = FileTokenStore(directory)
     except (TokenStoreError, RuntimeError) as exc:  # RuntimeError: no POSIX locks (Windows)
-        _warn(f"token cache not used: {exc}; see --help, or pass --no-cache")
+        warn(f"token cache not used: {exc}; see --help, or pass --no-cache")
         return None
     return CliCache(store)
 

@@ -40,9 +40,9 @@ from .._models import converter
 from .._token import Token
 from .._wire.console import ConsoleTokenApi
 from .._wire.core import MAX_TIMEOUT
+from .base import PROG, Failure, UsageError, warn
 from .cache import CliCache, cache_key, cacheable, force_refresh, invalidate, open_cache
 from .decode import format_identity, identity, iso
-from .parser import PROG, Failure, UsageError
 from .progress import Watch, stderr_watch, within_timeout
 
 __all__ = ["details_command", "resolve", "token_command", "whoami_command"]
@@ -75,7 +75,7 @@ def _key_file(path: str) -> tuple[Credential, str]:
         raise UsageError(msg) from None
     note = None if path == "-" else _private_file_note(Path(path))
     if note is not None:
-        _warn(note.message)
+        warn(note.message)
     return credential, where
 
 
@@ -90,10 +90,6 @@ def _given_base_url(args: argparse.Namespace, *, console: bool) -> tuple[str, st
             raise UsageError("--region names a console region: add --console")
         return f"https://{args.region}.platform.illumina.com", "--region"
     return None
-
-
-def _warn(message: str) -> None:
-    print(f"{PROG}: warning: {' '.join(message.split())}", file=sys.stderr)
 
 
 def resolve(
@@ -114,7 +110,7 @@ def resolve(
     except DiscoveryError as exc:
         raise UsageError(str(exc)) from None
     for note in notes:
-        _warn(note.message)
+        warn(note.message)
     return found
 
 

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from .._errors import InvalidResponseError
 from .._token import Token
-from .parser import PROG, Failure, UsageError
+from .base import PROG, Failure, UsageError
 
 __all__ = [
     "decode_command",

@@ -1,13 +1,13 @@
 """The `aioica-auth` command line (also `python -m aioica_auth`): run a command, report once.
 
-The CLI is split by concern: `_cli_parser` (the parser), `_cli_argv` (the check that keeps
-secrets off argv), `_discovery` (credentials, shared with `TokenManager.from_environment`),
-`_cli_commands` (token, whoami, details), `_cli_cache` (the token cache of token and whoami,
-a `FileTokenStore`, and token's --force-refresh and --invalidate), `_cli_progress` (waiting
-within --timeout, failing fast, saying on stderr what a wait waits for), `_cli_decode`
-(decode, offline), `_cli_serve` and `_cli_demo*` (the local server and the demo, imported
-only when they run: importing this module loads neither `aioica_auth.testing` nor
-`aiohttp.web`).
+The CLI is split by concern: `base` (the name, the failures, `shown`, `warn`, the signals),
+`parser` (the parser), `argv` (the check that keeps secrets off argv), `faults` (serve's
+--faults), `_discovery` (credentials, shared with `TokenManager.from_environment`),
+`commands` (token, whoami, details), `cache` (the token cache of token and whoami, a
+`FileTokenStore`, and token's --force-refresh and --invalidate), `progress` (waiting within
+--timeout, failing fast, saying on stderr what a wait waits for), `decode` (decode, offline),
+`serve` and `demo/` (the local server and the demo, imported only when they run: importing
+this module loads neither `aioica_auth.testing` nor `aiohttp.web`).
 
 Credentials never come from the command line, where shell history and `ps` would keep them.
 Exit codes: 0 success, 1 authentication or API failure (or a token not valid now, for
@@ -29,10 +29,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from .._errors import IcaError
 from .argv import check_argv
+from .base import PROG, Failure, UsageError
 from .cache import process_started
 from .commands import details_command, token_command, whoami_command
 from .decode import decode_command, describe_validity, human_duration
-from .parser import PROG, Failure, Parser, UsageError, build_parser
+from .parser import Parser, build_parser
 
 __all__ = [
     "UsageError",
@@ -58,7 +59,7 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from .demo.display import demo_command
+    from .demo.command import demo_command
 
     return demo_command(
         tasks=args.tasks,

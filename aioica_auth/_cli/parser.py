@@ -17,20 +17,11 @@ from typing import Any, NoReturn
 from .._version import __version__
 from .._wire.console import CONSOLE_BASE_URL
 from .._wire.ica import ICA_BASE_URL
+from .base import PROG, shown
+from .faults import FaultSpec, parse_faults
 
-__all__ = [
-    "CACHE_HELP",
-    "ENV_HELP",
-    "PROG",
-    "WORD",
-    "Failure",
-    "Parser",
-    "UsageError",
-    "build_parser",
-    "shown",
-]
+__all__ = ["CACHE_HELP", "ENV_HELP", "Parser", "build_parser"]
 
-PROG = "aioica-auth"
 ENV_HELP = (
     "set ICAV2_X_API_KEY (an API key) or ICAV2_ACCESS_TOKEN (a JWT), pass --x-api-key-file "
     "PATH, or put a plaintext x-api-key in ~/.icav2/config.yaml"
@@ -56,7 +47,6 @@ WAIT_HELP = (
     "--timeout. A wait longer than a second is said on stderr (on a terminal, one line that\n"
     "is rewritten; -q: nothing but errors)."
 )
-WORD = re.compile(r"[a-z][a-z0-9-]{0,19}")
 _REGION = re.compile(r"[a-z]{2,4}[0-9]{1,2}")
 
 EPILOG = f"""\
@@ -89,19 +79,6 @@ examples:
 exit codes: 0 success, 1 authentication or API failure (or, for decode, a token not valid
 now), 2 usage error, 130 interrupted
 """
-
-
-class UsageError(Exception):
-    """A mistake on the command line or in the environment: exit code 2."""
-
-
-class Failure(Exception):
-    """An authentication, API or environment failure: exit code 1."""
-
-
-def shown(value: str) -> str:
-    """`value` when it cannot be a secret (a short word), else `<not shown>`."""
-    return value if WORD.fullmatch(value) or len(value) < 12 else "<not shown>"
 
 
 class Parser(argparse.ArgumentParser):
@@ -153,9 +130,7 @@ def _port(text: str) -> int:
     return port
 
 
-def _faults_arg(text: str) -> list[Any]:
-    from .serve import parse_faults  # only `serve` needs the local server's names
-
+def _faults_arg(text: str) -> list[FaultSpec]:
     try:
         return parse_faults(text)
     except ValueError as exc:

@@ -38,7 +38,7 @@ from typing import TextIO, TypeVar
 
 from .._errors import IcaError, RateLimitError, TokenUnavailableError, TransportError
 from .._lifecycle.backoff import Severity, classify
-from .parser import PROG, Failure
+from .base import PROG, Failure
 
 __all__ = ["FAST_ATTEMPTS", "FAST_KINDS", "FAST_WITHIN", "SILENT_FOR", "Watch", "within_timeout"]
 

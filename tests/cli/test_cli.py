@@ -27,8 +27,8 @@ from aioica_auth._cli.demo.display import (
 )
 from aioica_auth._cli.demo.result import DemoProgress, DemoResult, TokenUse, percentile
 from aioica_auth._cli.demo.run import run_demo
+from aioica_auth._cli.faults import parse_faults
 from aioica_auth._cli.main import build_parser, describe_validity, human_duration, main
-from aioica_auth._cli.serve import parse_faults
 from aioica_auth.testing import LocalIcaServer, make_jwt
 
 from ..support import run_cli

@@ -11,7 +11,8 @@ import threading
 
 import pytest
 
-from aioica_auth._cli.serve import FaultSpec, ServeError, serve_command
+from aioica_auth._cli.faults import FaultSpec
+from aioica_auth._cli.serve import ServeError, serve_command
 
 from ..support import free_port
 

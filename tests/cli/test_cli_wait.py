@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from aioica_auth import TransportError
-from aioica_auth._cli.parser import Failure
+from aioica_auth._cli.base import Failure
 from aioica_auth._cli.progress import FAST_ATTEMPTS, Watch, within_timeout
 from aioica_auth._errors import ServerError, TokenUnavailableError
 from aioica_auth.testing import LocalIcaServer

@@ -1,4 +1,4 @@
-"""What the demo shows: the live progress line, the closing summary, and `demo_command`.
+"""What the demo shows: the live progress line and the closing summary.
 
 `format_summary` renders a `DemoResult` as the closing table; the first `headers()` call of
 each task (which waits for the first mint) is reported apart from the steady state, whose
@@ -7,20 +7,15 @@ p99 is what the README's figures are about.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import shutil
-import signal
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from ..serve import _on_signals
 from .result import DemoProgress, DemoResult, TokenUse
-from .run import FAULT_RATE_5XX, FAULT_RATE_429, run_demo
+from .run import FAULT_RATE_5XX, FAULT_RATE_429
 
 __all__ = [
     "ProgressLine",
-    "demo_command",
     "format_latency",
     "format_progress",
     "format_summary",
@@ -184,58 +179,3 @@ class ProgressLine:
         if self._width:
             self._stream.write("\r" + " " * self._width + "\r")
             self._stream.flush()
-
-
-def demo_command(
-    *,
-    tasks: int,
-    duration: float,
-    lifetime: float,
-    latency: float,
-    faults: bool,
-    seed: int | None,
-    as_json: bool,
-    out: TextIO,
-) -> int:
-    """`aioica-auth demo`: run it with live progress on a TTY, print the summary.
-
-    Returns:
-        0 when no 401 reached a task and no task crashed, else 1; 128 + the signal number
-        when SIGINT or SIGTERM stopped it early (after printing the summary so far).
-    """
-    line = ProgressLine(out) if out.isatty() and not as_json else None
-    received: list[int] = []
-
-    async def demo() -> DemoResult:
-        stop = asyncio.Event()
-
-        def on_signal(signum: int) -> None:
-            received.append(signum)
-            stop.set()
-
-        with _on_signals(on_signal):
-            if not as_json:  # after the handlers are in place: Ctrl-C from now on is handled
-                print(
-                    f"demo: {tasks:,} tasks for {duration:g} s through one TokenManager "
-                    f"against a local server (token lifetime {lifetime:g} s)...",
-                    file=out,
-                    flush=True,
-                )
-            return await run_demo(
-                tasks=tasks,
-                duration=duration,
-                lifetime=lifetime,
-                latency=latency,
-                faults=faults,
-                seed=seed,
-                stop=stop,
-                progress=line,
-            )
-
-    result = asyncio.run(demo())
-    if line is not None:
-        line.finish()
-    print(json.dumps(result.to_json(), indent=2) if as_json else format_summary(result), file=out)
-    if result.interrupted:
-        return 128 + (received[0] if received else signal.SIGINT)
-    return 0 if result.ok else 1
