@@ -16,6 +16,7 @@ from ._errors import (
     NotFoundError,
     RateLimitError,
     ServerError,
+    TokenStoreError,
     TokenUnavailableError,
     TransportError,
     TransportTimeoutError,
@@ -23,7 +24,7 @@ from ._errors import (
 )
 from ._fleet.file_store import FileTokenStore
 from ._fleet.redis_store import RedisTokenStore
-from ._fleet.store import TokenStore, TokenStoreError
+from ._fleet.store import TokenStore
 from ._lifecycle.policy import Policy
 from ._manager import ManagerStats, TokenManager
 from ._models import Domain, ErrorResponse, Problem, TokenDetailResponse, TokenResponse, Workgroup

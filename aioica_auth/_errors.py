@@ -12,7 +12,11 @@ IcaError
 │   └── InvalidResponseError      a 2xx answer that is not what the API defines
 ├── TransportError                the request did not get an answer (.kind says why)
 │   └── TransportTimeoutError     ... because it timed out (also a builtin TimeoutError)
-└── TokenUnavailableError         the manager cannot hand out a valid token (cause chained)
+├── TokenUnavailableError         the manager cannot hand out a valid token (cause chained)
+├── TokenStoreError               a fleet's store failed (never reaches a caller: the manager
+│                                 mints on its own meanwhile)
+└── DiscoveryError                no usable credential or base URL in the environment or the
+                                  icav2 CLI's files (the message lists what was tried)
 ```
 
 `TransportError.kind`, and what its message says after "METHOD URL: ":
@@ -49,12 +53,14 @@ from ._models import ErrorResponse, Problem
 __all__ = [
     "ApiError",
     "BadRequestError",
+    "DiscoveryError",
     "ForbiddenError",
     "IcaError",
     "InvalidResponseError",
     "NotFoundError",
     "RateLimitError",
     "ServerError",
+    "TokenStoreError",
     "TokenUnavailableError",
     "TransportError",
     "TransportKind",
@@ -187,6 +193,21 @@ class TransportTimeoutError(TransportError, TimeoutError):
 
 class TokenUnavailableError(IcaError):
     """The manager cannot hand out a valid token; `__cause__` holds the last failure."""
+
+
+class TokenStoreError(IcaError):
+    """A token store could not do what was asked (down, slow, refused, or misconfigured).
+
+    The manager never lets this reach a caller: it mints on its own while the store fails.
+    """
+
+
+class DiscoveryError(IcaError):
+    """No usable credential or base URL in the environment or the config files.
+
+    The message lists what was tried, or says what is wrong with what was found; it never
+    holds a secret.
+    """
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {

@@ -264,9 +264,23 @@ class TokenManager:
                 cannot be used (an encrypted `x-api-key`; a console JWT).
             ValueError, TypeError: as for `for_ica` / `for_console`.
         """
-        from ._discovery.api import manager_from_environment
+        from ._discovery.api import environment_credentials
 
-        return manager_from_environment(cls, console=console, **kwargs)
+        with_store = isinstance(kwargs.get("store"), TokenStore)
+        found = environment_credentials(
+            console=console,
+            environ=kwargs.pop("environ", None),
+            home=kwargs.pop("home", None),
+            base_url=kwargs.pop("base_url", None),
+            with_store=with_store,
+        )
+        credential = found.credential
+        if isinstance(credential, Jwt):  # an ICA JWT: a console one was refused
+            if with_store:
+                del kwargs["store"]  # nothing to share: see environment_credentials
+        elif console:
+            return cls.for_console(credential, base_url=found.base_url, **kwargs)
+        return cls.for_ica(credential, base_url=found.base_url, **kwargs)
 
     # -- public API -------------------------------------------------------------------------
 

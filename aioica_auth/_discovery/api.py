@@ -37,29 +37,25 @@ import logging
 import os
 import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .._credentials import Credential, Jwt
-from .._fleet.store import TokenStore
+from .._errors import DiscoveryError
 from .._wire.core import check_base_url
-from .files import DiscoveryError, Note, expired, host_url, private_file_note
+from .files import Note, expired, host_url, private_file_note
 from .search import CONSOLE, ICA, Search, home_of
-
-if TYPE_CHECKING:
-    from .._manager import TokenManager
 
 __all__ = [
     "DiscoveredCredentials",
-    "DiscoveryError",
+    "DiscoveryError",  # until the CLI imports it from _errors
     "Note",
     "credential_source",
     "discover",
     "discover_credentials",
+    "environment_credentials",
     "given_jwt_problem",
     "host_url",
-    "manager_from_environment",
     "private_file_note",
 ]
 
@@ -193,21 +189,21 @@ def given_jwt_problem(found: DiscoveredCredentials) -> str | None:
     )
 
 
-def manager_from_environment(
-    cls: type[TokenManager],
+def environment_credentials(
     *,
-    console: bool = False,
-    environ: Mapping[str, str] | None = None,
-    home: str | os.PathLike[str] | None = None,
-    **kwargs: Any,
-) -> TokenManager:
-    """The body of `TokenManager.from_environment`: discover, then `for_ica`/`for_console`.
+    console: bool,
+    environ: Mapping[str, str] | None,
+    home: str | os.PathLike[str] | None,
+    base_url: str | None,
+    with_store: bool,
+) -> DiscoveredCredentials:
+    """What `TokenManager.from_environment` builds its manager from: discover, then check.
 
-    A `base_url` keyword wins over the discovered one (and names the session file to read).
+    A `base_url` given wins over the discovered one (and names the session file to read).
 
     A JWT found (`ICAV2_ACCESS_TOKEN`, what wrapica and the UMCCR tools export, or the icav2
-    CLI's session file) with a `store`: the manager is built without the store, with one
-    warning log line saying why. A store shares what a credential mints, and a JWT is one
+    CLI's session file) `with_store`: the manager is to be built without the store, and one
+    warning log line says why. A store shares what a credential mints, and a JWT is one
     token that every process of the fleet already has from the same environment: there is
     nothing to share, and refusing would make the same code (`store=...`) fail where the
     environment holds a JWT instead of a key.
@@ -217,15 +213,11 @@ def manager_from_environment(
             decode or has expired (naming where it came from); also a console JWT
             (`ICA_ACCESS_TOKEN`), which a console manager cannot renew.
     """
-    given = kwargs.pop("base_url", None)
-    base_url = None if given is None else (given, "the base_url argument")
-    found, notes = discover(console=console, environ=environ, home=home, base_url=base_url)
+    given = None if base_url is None else (base_url, "the base_url argument")
+    found, notes = discover(console=console, environ=environ, home=home, base_url=given)
     _emit(notes, stacklevel=3)
-    credential = found.credential
-    if not isinstance(credential, Jwt):
-        if console:
-            return cls.for_console(credential, base_url=found.base_url, **kwargs)
-        return cls.for_ica(credential, base_url=found.base_url, **kwargs)
+    if not isinstance(found.credential, Jwt):
+        return found
     if console:
         msg = (
             f"the console credential found is a JWT ({found.source}): a console manager "
@@ -235,8 +227,7 @@ def manager_from_environment(
     problem = given_jwt_problem(found)
     if problem is not None:
         raise DiscoveryError(problem)
-    if isinstance(kwargs.get("store"), TokenStore):
-        del kwargs["store"]
+    if with_store:
         logger.warning(
             "from_environment: the credential found is a JWT (%s), so the manager is built "
             "without the store: a store shares the tokens a credential mints, and every "
@@ -244,4 +235,4 @@ def manager_from_environment(
             "minted tokens",
             credential_source(found),
         )
-    return cls.for_ica(credential, base_url=found.base_url, **kwargs)
+    return found

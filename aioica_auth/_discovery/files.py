@@ -15,20 +15,12 @@ from typing import Any
 import attrs
 import yarl
 
-from .._errors import IcaError, InvalidResponseError
+from .._errors import DiscoveryError, InvalidResponseError
 from .._token import Token
 
-__all__ = ["DiscoveryError", "Note", "expired", "host_url", "private_file_note", "read_yaml"]
+__all__ = ["Note", "expired", "host_url", "private_file_note", "read_yaml"]
 
 _MAX_FILE = 1 << 20  # a config file is a few hundred bytes; past 1 MiB it is not one
-
-
-class DiscoveryError(IcaError):
-    """No usable credential or base URL in the environment or the config files.
-
-    The message lists what was tried, or says what is wrong with what was found; it never
-    holds a secret.
-    """
 
 
 @attrs.frozen

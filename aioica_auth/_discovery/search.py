@@ -14,9 +14,10 @@ import attrs
 import yarl
 
 from .._credentials import ApiKey, BasicAuth, Credential, Jwt, PsToken
+from .._errors import DiscoveryError
 from .._wire.console import CONSOLE_BASE_URL
 from .._wire.ica import ICA_BASE_URL
-from .files import DiscoveryError, Note, expired, host_url, private_file_note, read_yaml
+from .files import Note, expired, host_url, private_file_note, read_yaml
 
 __all__ = ["CONSOLE", "ICA", "Search", "home_of", "legacy_credential"]
 

@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from .._credentials import ApiKey, BasicAuth, Credential, Jwt, PsToken
-from .._errors import IcaError, InvalidResponseError
+from .._errors import InvalidResponseError, TokenStoreError
 from .._token import Token, decode_jwt
 
 __all__ = [
@@ -57,13 +57,6 @@ _ITERATIONS = 20_000  # about 10 ms once per manager; a guessed password costs a
 
 class BadEntryError(ValueError):
     """A store entry that is not to be adopted; the message says why, never quoting it."""
-
-
-class TokenStoreError(IcaError):
-    """A token store could not do what was asked (down, slow, refused, or misconfigured).
-
-    The manager never lets this reach a caller: it mints on its own while the store fails.
-    """
 
 
 @runtime_checkable

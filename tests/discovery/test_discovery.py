@@ -29,7 +29,7 @@ from aioica_auth import (
     TokenManager,
     discover_credentials,
 )
-from aioica_auth._discovery.api import DiscoveryError
+from aioica_auth._errors import DiscoveryError
 from aioica_auth.testing import LocalIcaServer, make_jwt
 
 from ..support import find_secret
