@@ -19,15 +19,17 @@ VALUES = frozenset(
     ("_errors", "_checks", "_credentials", "_models", "_token", "_clock", "_version")
 )
 CORE = ("_wire", "_discovery", "_lifecycle", "_fleet", "_adapters", "_manager", "_sync")
-# layer -> the layers it may import besides its own (LAYOUT.md section 2). `_sync` is a façade
-# like `_manager` and names the two base URLs in its signatures, so it may see `_wire` too.
+# layer -> the layers it may import besides its own (LAYOUT.md section 2), with two departures:
+# `_sync` is a façade like `_manager` and names the two base URLs in its signatures, so it may
+# see `_wire`; and the adapters put a bearer on HTTP requests, so they may read `_wire`'s
+# helpers for them (the aiohttp middleware tells a `.netrc` credential by `_wire`'s rules).
 ALLOWED: dict[str, frozenset[str]] = {
     "values": frozenset(),
     "_wire": frozenset({"values"}),
     "_discovery": frozenset({"values", "_wire"}),
     "_lifecycle": frozenset({"values", "_wire"}),
     "_fleet": frozenset({"values", "_lifecycle"}),
-    "_adapters": frozenset({"values", "_lifecycle"}),
+    "_adapters": frozenset({"values", "_wire", "_lifecycle"}),
     "_manager": frozenset({"values", *CORE[:5]}),
     "_sync": frozenset({"values", "_wire", "_manager"}),
     "_cli": frozenset({"values", *CORE, "testing", "package"}),
