@@ -36,6 +36,7 @@ from typing import Any
 
 import attrs
 
+from .redis_client import describe
 from .store import TokenStoreError
 
 __all__ = ["Listener", "Loops", "Mark", "Share", "loop_guard"]
@@ -58,6 +59,7 @@ class Mark:
     seq: int
 
 
+@attrs.define(eq=False, repr=False)  # no repr: it holds entries, bearer secrets
 class Listener:
     """One pattern subscription and its reader task, on the running loop.
 
@@ -66,31 +68,23 @@ class Listener:
             pool (so it has the client's timeouts, TLS and credentials).
         pattern: The PSUBSCRIBE pattern (``{prefix}:*``, as an ACL's ``&{prefix}:*`` allows).
         key_of: The store key a message's channel names, or None for another channel.
-        explain: Why a failure happened, in words that quote neither redis-py nor a password.
         where: Where the server is, for the log.
     """
 
-    def __init__(
-        self,
-        client: Any,
-        pattern: str,
-        key_of: Callable[[object], str | None],
-        explain: Callable[[Exception], str],
-        where: str,
-    ) -> None:
-        self._client = client
-        self._pattern = pattern
-        self._key_of = key_of
-        self._explain = explain
-        self._where = where
-        self.up = False
-        self.epoch = 0
-        self._seqs: dict[str, int] = {}
-        self._entries: dict[str, tuple[int, int, bytes]] = {}  # key: (epoch, seq, entry)
-        self._events: dict[str, asyncio.Event] = {}
-        self._warned = False
-        self._task: asyncio.Task[None] | None = None
-        self._settled = asyncio.Event()  # set once it is up, or has failed, for the first time
+    _client: Any
+    _pattern: str
+    _key_of: Callable[[object], str | None]
+    _where: str
+    up: bool = attrs.field(default=False, init=False)
+    epoch: int = attrs.field(default=0, init=False)
+    _seqs: dict[str, int] = attrs.field(factory=dict, init=False)
+    # key: (epoch, seq, entry)
+    _entries: dict[str, tuple[int, int, bytes]] = attrs.field(factory=dict, init=False)
+    _events: dict[str, asyncio.Event] = attrs.field(factory=dict, init=False)
+    _warned: bool = attrs.field(default=False, init=False)
+    _task: asyncio.Task[None] | None = attrs.field(default=None, init=False)
+    # set once it is up, or has failed, for the first time
+    _settled: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
 
     def start(self) -> None:
         """Start the reader task on the running loop (once)."""
@@ -198,7 +192,7 @@ class Listener:
 
     def _failed(self, exc: Exception) -> None:
         self._change(up=False)
-        reason = self._explain(exc)
+        reason = describe(exc)[0]
         if self._warned:
             logger.debug(
                 "Redis at %s: push notifications still unavailable (%s)", self._where, reason

@@ -20,16 +20,16 @@ ttl`; releasing it is a compare-and-delete script (delete only if it still holds
 token); publishing is a script that replaces the entry only when the stored `exp` is earlier
 than the new one. No Redis exception leaves this module: each becomes a `TokenStoreError`
 whose message says why in words and whose cause is a fresh builtin error, never redis-py's
-(whose frames hold the connection, the password among its fields).
+(whose frames hold the connection, the password among its fields): `redis_client` says why,
+and builds the clients of URLs with their bounds.
 
-Waiting is pushed, and what a store holds is per event loop (`_redis_push`).
+Waiting is pushed, and what a store holds is per event loop (`redis_push`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import errno
 import logging
 import math
 import random
@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from .redis_client import as_bytes, from_url, store_error, where
 from .redis_push import Listener, Loops, Mark, Share
 from .store import TokenStoreError
 
@@ -53,15 +54,6 @@ __all__ = ["RedisTokenStore"]
 logger = logging.getLogger("aioica_auth")
 
 _T = TypeVar("_T")
-
-# Bounds of a client built from a URL (a caller's own client keeps its own settings): a
-# server that is down is reported in milliseconds (refused) or after the connect timeout (a
-# host that drops packets); one that hangs after the read timeout. A lost connection is
-# retried once at once, so one that the server closed (a restart) costs no failure; a
-# timeout is not retried, so it is reported after one timeout, not two.
-_CONNECT_TIMEOUT = 2.0
-_SOCKET_TIMEOUT = 2.0
-_RETRIES = 1
 
 # wait() while the subscription is down: it polls after 50 ms, then twice as late each time up
 # to 1 s apart (jittered, so a fleet does not poll in step).
@@ -94,7 +86,6 @@ return 0
 """
 
 _EXTRA = "RedisTokenStore needs redis-py: pip install 'aioica_auth[redis]'"
-_ERROR_CODE = re.compile(r"[A-Z][A-Z_-]{1,31}")
 _GLOB = re.compile(r"([\\*?\[\]])")
 
 
@@ -191,7 +182,7 @@ class RedisTokenStore:
         self._failures: tuple[type[Exception], ...] = (RedisError, OSError)
         self._url: str | None = None
         if isinstance(client_or_url, str):
-            client = _from_url(client_or_url)
+            client = from_url(client_or_url)
             if client is None:
                 # Raised outside the `except`: urllib's messages can quote part of the URL
                 # (a "port" cut out of a password holding a slash).
@@ -206,7 +197,7 @@ class RedisTokenStore:
             msg = f"a Redis URL or a redis.asyncio.Redis, not {type(client_or_url).__name__}"
             raise TypeError(msg)
         self._loops = Loops(client, self._owned, self._new_client, self._share)
-        self._shown, self._where = _where(client)
+        self._shown, self._where = where(client)
         self._pattern = _GLOB.sub(r"\\\1", prefix) + ":*"
 
     def __repr__(self) -> str:
@@ -242,7 +233,7 @@ class RedisTokenStore:
                 return pushed
         _SEEN.set(_Seen(here, key, listener.mark(key)))
         value = await self._call("read", lambda: here.client.hget(self._token_key(key), "entry"))
-        return _as_bytes(value)
+        return as_bytes(value)
 
     async def acquire(self, key: str, ttl: float) -> object | None:
         """Take the renewal lease of `key` for `ttl` seconds (`SET NX PX`), without waiting.
@@ -397,18 +388,13 @@ class RedisTokenStore:
         return await self._loops.here()
 
     def _new_client(self) -> redis.asyncio.Redis:
-        built = _from_url(self._url or "")
+        built = from_url(self._url or "")
         assert built is not None  # parsed once already
         return built
 
     def _share(self, client: Any) -> Share:
-        listener = Listener(client, self._pattern, self._key_of, self._reason, self._where)
+        listener = Listener(client, self._pattern, self._key_of, self._where)
         return Share(client, self._owned, listener, client.register_script, (_PUBLISH, _RELEASE))
-
-    def _reason(self, exc: Exception) -> str:
-        from redis import exceptions
-
-        return _describe(exc, exceptions)[0]
 
     async def _poll(self, here: Share, key: str, deadline: float) -> None:
         """Poll the entry's `exp` and the lease until either changes or the lease is free,
@@ -434,7 +420,7 @@ class RedisTokenStore:
             pipe.hget(self._token_key(key), "exp")
             pipe.get(self._lease_key(key))
             exp, holder = await self._call("wait", pipe.execute)
-        return _as_bytes(exp), _as_bytes(holder)
+        return as_bytes(exp), as_bytes(holder)
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[_T]]) -> _T:
         """Await one Redis call; its failure becomes a `TokenStoreError` (raised outside the
@@ -446,106 +432,5 @@ class RedisTokenStore:
         try:
             return await call()
         except self._failures as exc:
-            failure = self._error(operation, exc)
+            failure = store_error(self._where, operation, exc)
         raise failure
-
-    def _error(self, operation: str, exc: Exception) -> TokenStoreError:
-        from redis import exceptions
-
-        reason, cause = _describe(exc, exceptions)
-        error = TokenStoreError(f"Redis at {self._where}: {operation}: {reason}")
-        error.__cause__ = cause
-        error.__suppress_context__ = True
-        return error
-
-
-def _describe(exc: Exception, exceptions: Any) -> tuple[str, BaseException]:
-    """Why a Redis call failed, in words, and a builtin error saying as much."""
-    table: list[tuple[tuple[type[BaseException], ...], str, BaseException]] = [
-        (
-            (exceptions.AuthenticationError,),
-            "authentication failed (wrong user or password)",
-            PermissionError("authentication failed"),
-        ),
-        (
-            (exceptions.AuthorizationError, exceptions.NoPermissionError),
-            "permission denied by the server's ACL",
-            PermissionError("no permission"),
-        ),
-        ((exceptions.TimeoutError, TimeoutError), "timed out", TimeoutError("timed out")),
-        (
-            (exceptions.BusyLoadingError,),
-            "the server is loading its data set",
-            ConnectionError("loading"),
-        ),
-    ]
-    for classes, reason, cause in table:
-        if isinstance(exc, classes):
-            return reason, cause
-    if isinstance(exc, exceptions.ConnectionError | OSError):
-        if _refused(exc):
-            refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
-            return "connection refused", refused
-        return "connection failed or lost", ConnectionError("connection failed or lost")
-    if isinstance(exc, exceptions.ResponseError):
-        # Only the error code (WRONGTYPE, OOM, READONLY, ...): the rest may quote arguments.
-        words = str(exc).split(maxsplit=1)
-        code = words[0] if words and _ERROR_CODE.fullmatch(words[0]) else "ERR"
-        return f"the server refused the command ({code})", RuntimeError(code)
-    name = type(exc).__name__
-    return name, RuntimeError(name)
-
-
-def _refused(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    node: BaseException | None = exc
-    while node is not None and id(node) not in seen:
-        seen.add(id(node))
-        if isinstance(node, ConnectionRefusedError) or (
-            isinstance(node, OSError) and node.errno == errno.ECONNREFUSED
-        ):
-            return True
-        node = node.__cause__ or node.__context__
-    return False
-
-
-def _as_bytes(value: object) -> bytes | None:
-    """Redis's answer as bytes: a client with `decode_responses=True` gives str."""
-    if value is None or isinstance(value, bytes):
-        return value
-    return str(value).encode()
-
-
-def _from_url(url: str) -> redis.asyncio.Redis | None:
-    """A client for `url` with this module's bounds, or None if it is not a Redis URL."""
-    import redis.asyncio
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-    from redis.exceptions import ConnectionError as LostConnection
-
-    retry = Retry(NoBackoff(), _RETRIES, supported_errors=(LostConnection,))
-    try:
-        return redis.asyncio.Redis.from_url(
-            url,
-            socket_connect_timeout=_CONNECT_TIMEOUT,
-            socket_timeout=_SOCKET_TIMEOUT,
-            retry=retry,
-        )
-    except ValueError:
-        return None
-
-
-def _where(client: Any) -> tuple[str, str]:
-    """Where a client connects, from its pool (never its password): as repr arguments, and
-    as words for error messages."""
-    pool = client.connection_pool
-    kwargs = getattr(pool, "connection_kwargs", {})
-    db = kwargs.get("db", 0)
-    service = getattr(pool, "service_name", None)  # a Sentinel pool finds its host itself
-    if service is not None:
-        return f"sentinel_service={service!r}, db={db!r}", f"Sentinel service {service} (db {db})"
-    if "path" in kwargs:
-        path = kwargs["path"]
-        return f"path={path!r}, db={db!r}", f"{path} (db {db})"
-    host, port = kwargs.get("host"), kwargs.get("port")
-    return f"host={host!r}, port={port!r}, db={db!r}", f"{host}:{port} (db {db})"
