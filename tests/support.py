@@ -28,7 +28,7 @@ import aiohttp.abc
 
 from aioica_auth import ApiKey
 from aioica_auth._fleet.store import store_key
-from aioica_auth._wire.core import check_base_url
+from aioica_auth._wire.urls import check_base_url
 from aioica_auth.testing import LocalIcaServer
 
 # What a leaked secret of the local server looks like: a JWT, its API keys, its psTokens.

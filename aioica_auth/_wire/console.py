@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import aiohttp
 import attrs
 
 from .._checks import check_text
@@ -12,7 +11,7 @@ from .._credentials import ApiKey, BasicAuth, Credential, Jwt, PsToken, auth_hea
 from .._errors import InvalidResponseError
 from .._models import AccessTokenRequest, TokenDetailResponse, TokenResponse, converter
 from .._token import Token
-from .core import DEFAULT_TIMEOUT, Reply, TokenEndpoints, decode_answer
+from .core import Reply, TokenEndpoints, decode_answer
 
 __all__ = ["CONSOLE_BASE_URL", "ConsoleTokenApi", "MintOptions"]
 
@@ -92,14 +91,7 @@ class ConsoleTokenApi(TokenEndpoints):
         ValueError: `base_url` is not https (plain http is allowed on loopback only).
     """
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        base_url: str = CONSOLE_BASE_URL,
-        *,
-        timeout: float | aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
-    ) -> None:
-        super().__init__(session, base_url, timeout=timeout)
+    default_base_url = CONSOLE_BASE_URL
 
     async def create_token(
         self,

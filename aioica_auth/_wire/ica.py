@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import aiohttp
-
 from .._checks import check_text
 from .._credentials import ApiKey, BasicAuth, Jwt, PsToken, auth_headers, secrets_of
 from .._errors import InvalidResponseError
 from .._models import IcaTokenBody
 from .._token import Token
-from .core import DEFAULT_TIMEOUT, Reply, TokenEndpoints, decode_answer
+from .core import Reply, TokenEndpoints, decode_answer
 
 __all__ = ["ICA_BASE_URL", "IcaTokenApi"]
 
@@ -35,14 +33,7 @@ class IcaTokenApi(TokenEndpoints):
         ValueError: `base_url` is not https (plain http is allowed on loopback only).
     """
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        base_url: str = ICA_BASE_URL,
-        *,
-        timeout: float | aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
-    ) -> None:
-        super().__init__(session, base_url, timeout=timeout)
+    default_base_url = ICA_BASE_URL
 
     async def create_jwt_token(
         self, credential: ApiKey | BasicAuth | PsToken, *, tenant: str | None = None

@@ -64,6 +64,10 @@ DRAWS_42 = [
 
 CLASSIFIED: list[tuple[IcaError, Severity]] = [
     (IcaError("something of ours"), T),
+    # Neither reaches a renewal (a store's failure is the store's to absorb; discovery runs
+    # before a manager exists): classified as any error of ours is.
+    (_errors.TokenStoreError("store down"), T),
+    (_errors.DiscoveryError("nothing found"), T),
     (ApiError(409), P),
     (ApiError(408), T),
     (BadRequestError(400), P),

@@ -88,7 +88,7 @@ def test_nothing_else_is_loopback(host: str | None) -> None:
 
 def test_plain_http_to_a_name_under_localhost_is_refused() -> None:
     """A base URL's plain http is allowed on loopback only, by the rule above."""
-    from aioica_auth._wire.core import check_base_url
+    from aioica_auth._wire.urls import check_base_url
 
     with pytest.raises(ValueError, match="plain http on a non-loopback host"):
         check_base_url("http://x.localhost:8080/ica/rest")

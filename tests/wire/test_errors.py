@@ -41,7 +41,7 @@ from aioica_auth import (
     TransportTimeoutError,
     UnauthorizedError,
 )
-from aioica_auth._wire.core import parse_http_date, parse_retry_after
+from aioica_auth._wire.answers import parse_http_date, parse_retry_after
 
 from ..support import find_secret
 from ..support import unsigned_jwt as make_jwt

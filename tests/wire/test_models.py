@@ -22,7 +22,7 @@ from aioica_auth import (
     Workgroup,
 )
 from aioica_auth._models import AccessTokenRequest, IcaTokenBody, converter
-from aioica_auth._wire.core import structure
+from aioica_auth._wire.answers import structure
 
 from ..support import unsigned_jwt as make_jwt
 

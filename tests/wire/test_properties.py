@@ -52,7 +52,7 @@ from aioica_auth._models import (
     Workgroup,
 )
 from aioica_auth._token import Token, decode_jwt
-from aioica_auth._wire.core import HttpCore, parse_http_date, parse_retry_after, structure
+from aioica_auth._wire.answers import error_for, parse_http_date, parse_retry_after, structure
 
 PROPS = settings(
     max_examples=200,
@@ -548,7 +548,7 @@ def test_parse_retry_after_http_date(when: dt.datetime, shift: int) -> None:
     assert result == max(0.0, float(shift))
 
 
-# -- HttpCore._error ------------------------------------------------------------------------------
+# -- error_for ------------------------------------------------------------------------------------
 
 
 @st.composite
@@ -611,7 +611,7 @@ def test_error_never_leaks_secrets(
     subclass, and neither its message nor any attribute (the decoded problem included)
     contains one of them."""
     raw = data.draw(error_bodies(secrets))
-    exc = HttpCore._error(
+    exc = error_for(
         status,
         raw,
         "POST",
@@ -650,7 +650,7 @@ def test_error_known_shapes() -> None:
         f"\xff\xfe {secret} \x00".encode("latin-1"): "***",
     }
     for raw, shown in cases.items():
-        exc = HttpCore._error(401, raw, "POST", "http://127.0.0.1/x", [secret], None, None)
+        exc = error_for(401, raw, "POST", "http://127.0.0.1/x", [secret], None, None)
         assert shown in str(exc)
         assert secret not in str(exc)
 
@@ -805,7 +805,7 @@ def test_retry_after_unicode_or_huge_digits_raise(value: str) -> None:
     """parse_retry_after must never raise; a 429 with such a Retry-After must stay an ApiError."""
     seconds = parse_retry_after(value)
     assert seconds is None or seconds >= 0
-    exc = HttpCore._error(429, b"", "POST", "http://127.0.0.1/x", (), value, None)
+    exc = error_for(429, b"", "POST", "http://127.0.0.1/x", (), value, None)
     assert isinstance(exc, RateLimitError)
 
 
@@ -819,7 +819,7 @@ def test_decode_jwt_int_too_large_for_a_float() -> None:
 def test_error_body_deeply_nested_json() -> None:
     """A 1 MiB-bounded error body of nested arrays must still give an ApiError."""
     raw = b"[" * 100_000 + b"]" * 100_000
-    exc = HttpCore._error(502, raw, "POST", "http://127.0.0.1/x", (), None, None)
+    exc = error_for(502, raw, "POST", "http://127.0.0.1/x", (), None, None)
     assert isinstance(exc, ServerError)
 
 
@@ -834,7 +834,7 @@ def test_error_body_deeply_nested_json() -> None:
 def test_error_problem_attributes_have_no_secrets(raw: bytes) -> None:
     """DESIGN: "No message or attribute ever contains a secret" (fields beyond title/detail)."""
     secret = "ak-0123456789SECRET"
-    exc = HttpCore._error(401, raw, "POST", "http://127.0.0.1/x", [secret], None, None)
+    exc = error_for(401, raw, "POST", "http://127.0.0.1/x", [secret], None, None)
     assert exc.problem is not None
     assert secret not in repr(exc.problem)
 
@@ -886,6 +886,6 @@ def test_error_never_leaks_json_escaped_secrets(
     body[field] = f"bad credential {secrets[0]} given"
     raw = lax_json(body, rnd, escapes).encode()
     assert json.loads(raw) == body  # valid JSON, same content
-    exc = HttpCore._error(401, raw, "POST", "http://127.0.0.1/x", secrets, None, None)
+    exc = error_for(401, raw, "POST", "http://127.0.0.1/x", secrets, None, None)
     assert secrets[0] not in str(exc)
     assert secrets[0] not in repr(exc.problem)

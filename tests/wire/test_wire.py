@@ -28,7 +28,9 @@ from aioica_auth import (
     TokenResponse,
     Workgroup,
 )
-from aioica_auth._wire.core import MAX_TIMEOUT, check_base_url, normalise_timeout
+from aioica_auth._checks import MAX_TIMEOUT
+from aioica_auth._wire.core import normalise_timeout
+from aioica_auth._wire.urls import check_base_url
 
 from ..support import find_secret
 from ..support import unsigned_jwt as make_jwt
