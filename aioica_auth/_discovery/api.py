@@ -26,8 +26,8 @@ Console v1 (`console=True`):
                 session files beside it
 
 Files are parsed by PyYAML's `safe_load` (plain data only: no tag can construct an object or
-run code), and read only when an earlier source did not answer (`_discovery_files`); the steps
-are in `_discovery_search`. Nothing here puts a secret in a message, a warning or a repr:
+run code), and read only when an earlier source did not answer (`files`); the steps
+are in `search`. Nothing here puts a secret in a message, a warning or a repr:
 sources are named by variable, file and key.
 """
 

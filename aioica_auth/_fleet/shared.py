@@ -13,7 +13,7 @@ It wraps the manager's own source and changes only `renew`:
    its own would not fit in the callers' `acquire_timeout`; then renew alone.
 
 The fleet honours the server's `Retry-After` as one: a manager answered 429 (or a 5xx) with
-`Retry-After: N` publishes a *hold* (`_store.Hold`) before it lets go of the lease, and any
+`Retry-After: N` publishes a *hold* (`store.Hold`) before it lets go of the lease, and any
 manager about to ask the endpoint reads it first and, while it lasts, fails its renewal with
 the same status and the time left, which its backoff honours. So the fleet asks about once per
 N seconds in all, not once per manager.

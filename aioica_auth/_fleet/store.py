@@ -2,7 +2,7 @@
 
 A store knows nothing of tokens: it keeps one opaque entry (bytes) per key, and a short
 exclusive lease per key that says "I am renewing this one". The managers do the rest
-(`_fleet.SharedSource`): read the entry, adopt it if it passes their own validity rules, else
+(`shared.SharedSource`): read the entry, adopt it if it passes their own validity rules, else
 take the lease, read again, mint, publish, release. Waiters `wait` (a store pushes, or
 polls) until the entry changes or the lease is free, within a bounded time.
 
