@@ -187,16 +187,7 @@ class ConsoleTokenApi(TokenEndpoints):
         Raises:
             ApiError: the server refused. TransportError: no answer.
         """
-        token = _bearer(access_token)
-        who = authorization or token
-        await self._http.request(
-            "DELETE",
-            "/v1/tokens",
-            headers={"Accept": _JSON, **auth_headers(who)},
-            json_body=converter.unstructure(AccessTokenRequest(token.token)),
-            ok=(200, 204),
-            secrets=secrets_of(token) + secrets_of(who),
-        )
+        await self._about(access_token, authorization, "DELETE", "/v1/tokens", ok=(200, 204))
 
     async def create(
         self,
@@ -233,18 +224,39 @@ class ConsoleTokenApi(TokenEndpoints):
         self, access_token: str | PsToken, *, authorization: Credential | None = None
     ) -> tuple[TokenResponse, Reply]:
         """`refresh_token`, also returning the reply's timing (for the manager)."""
-        token = _bearer(access_token)
-        who = authorization or token
-        reply = await self._http.request(
+        reply = await self._about(
+            access_token,
+            authorization,
             "POST",
             "/v1/tokens:refresh",
-            headers={"Accept": _JSON, **auth_headers(who)},
-            json_body=converter.unstructure(AccessTokenRequest(token.token)),
             ok=(200, 201),
-            secrets=secrets_of(token) + secrets_of(who),
             model=TokenResponse,
         )
         return _with_token(reply), reply
+
+    async def _about(
+        self,
+        access_token: str | PsToken | Jwt | Token,
+        authorization: Credential | None,
+        method: str,
+        path: str,
+        *,
+        ok: tuple[int, ...],
+        model: type[TokenResponse] | None = None,
+    ) -> Reply:
+        """A request about one token (sent in the body), asked by `authorization`, by default
+        the token itself as `Bearer`."""
+        token = _bearer(access_token)
+        who = authorization or token
+        return await self._http.request(
+            method,
+            path,
+            headers={"Accept": _JSON, **auth_headers(who)},
+            json_body=converter.unstructure(AccessTokenRequest(token.token)),
+            ok=ok,
+            secrets=secrets_of(token) + secrets_of(who),
+            model=model,
+        )
 
     @staticmethod
     def decode(response: TokenResponse, reply: Reply) -> Token:
