@@ -1,6 +1,6 @@
 """The CLI's commands that talk to a token endpoint: `token`, `whoami`, `details`.
 
-`token` and `whoami` share their tokens across runs through the file store (`_cli_cache`)
+`token` and `whoami` share their tokens across runs through the file store (`cache`)
 unless `--no-cache`; `details` asks the console every time.
 
 Credentials and the API root come from the same discovery as `TokenManager.from_environment`

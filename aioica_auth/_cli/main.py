@@ -26,6 +26,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from .._errors import IcaError
 from .argv import check_argv
@@ -48,29 +49,20 @@ __all__ = [
 def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .serve import serve_command
 
-    return serve_command(
-        port=args.port,
-        lifetime=args.lifetime,
-        latency=args.latency,
-        clock_offset=args.clock_offset,
-        faults=[spec for group in args.faults for spec in group],
-        out=sys.stdout,
-    )
+    return serve_command(**_options(args, "port", "lifetime", "latency", "clock_offset", "faults"))
 
 
 def _demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .demo.command import demo_command
 
-    return demo_command(
-        tasks=args.tasks,
-        duration=args.duration,
-        lifetime=args.lifetime,
-        latency=args.latency,
-        faults=args.faults,
-        seed=args.seed,
-        as_json=args.json,
-        out=sys.stdout,
-    )
+    names = ("tasks", "duration", "lifetime", "latency", "faults", "seed", "as_json")
+    return demo_command(**_options(args, *names))
+
+
+def _options(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The keywords of a command of the local server: its options (the parser names each as
+    the command's keyword) and stdout."""
+    return {name: getattr(args, name) for name in names} | {"out": sys.stdout}
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {

@@ -95,6 +95,15 @@ class Parser(argparse.ArgumentParser):
         action = (into or self).add_argument(*names, **kwargs)
         self.options.update(dict.fromkeys(action.option_strings, action.nargs != 0))
 
+    def values(self, *rows: tuple[str, Callable[[str], Any], Any, str]) -> None:
+        """Options that take a value, one `(name, type, default, help)` row each."""
+        for name, kind, default, help_ in rows:
+            self.option(name, type=kind, default=default, help=help_)
+
+    def flag(self, *names: str, help: str, into: Any = None, **kwargs: Any) -> None:
+        """An option that takes no value (`store_true`), recorded as `option` records it."""
+        self.option(*names, into=into, action="store_true", help=help, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         # argparse quotes offending values: never let a secret-looking one through.
         message = re.sub(r"'([^']*)'", lambda m: f"'{shown(m.group(1))}'", message)
@@ -119,6 +128,11 @@ def _number(minimum: float, *, strict: bool, integer: bool = False) -> Callable[
         return value
 
     return convert
+
+
+_SECONDS = _number(0, strict=False)  # a wait or a margin: 0 or more
+_POSITIVE = _number(0, strict=True)  # a lifetime, a duration, a timeout
+_COUNT = _number(0, strict=True, integer=True)
 
 
 def _port(text: str) -> int:
@@ -146,7 +160,16 @@ def _region(text: str) -> str:
 
 # -- the parser ------------------------------------------------------------------------------
 
-_FMT = argparse.RawDescriptionHelpFormatter
+# Every parser's: the epilogs are laid out by hand, and no option may be abbreviated.
+_LAYOUT: dict[str, Any] = {
+    "formatter_class": argparse.RawDescriptionHelpFormatter,
+    "allow_abbrev": False,
+}
+# Help lines too long to stand in their calls, or said twice.
+_DEBUG = "DEBUG logging and tracebacks on stderr"
+_QUIET = "say nothing on stderr while waiting (errors are still said)"
+_STAYS_VALID = "exit 1 unless the token stays valid this long"
+_FAULTS = "faults to inject, e.g. ica.create:503:3 (see below)"
 _ICA_ROOT = (
     f"$ICAV2_BASE_URL, $ICAV2_SERVER_URL, server-url in ~/.icav2/config.yaml, else {ICA_BASE_URL}"
 )
@@ -162,20 +185,15 @@ def build_parser() -> Parser:
         description="Tokens for Illumina ICA v2 and the platform console v1, from the shell; "
         "and a local demo of a thousand tasks sharing one TokenManager.",
         epilog=EPILOG,
-        formatter_class=_FMT,
-        allow_abbrev=False,
+        **_LAYOUT,
     )
     parser.option("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.option("--debug", action="store_true", help="DEBUG logging and tracebacks on stderr")
+    parser.flag("--debug", help=_DEBUG)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     def command(name: str, help_: str, epilog: str) -> Parser:
-        p: Parser = sub.add_parser(
-            name, help=help_, description=help_, epilog=epilog, formatter_class=_FMT,
-            allow_abbrev=False,
-        )  # fmt: skip
-        p.option("--debug", action="store_true", default=argparse.SUPPRESS,
-                 help="DEBUG logging and tracebacks on stderr")  # fmt: skip
+        p: Parser = sub.add_parser(name, help=help_, description=help_, epilog=epilog, **_LAYOUT)
+        p.flag("--debug", help=_DEBUG, default=argparse.SUPPRESS)
         parser.commands[name] = p
         return p
 
@@ -207,22 +225,29 @@ def _token_command(command: _Command) -> None:
         f"{STEER_HELP}\n\n{WAIT_HELP}",
     )
     out = p.add_mutually_exclusive_group()
-    p.option("--header", into=out, action="store_true",
-             help="print 'Authorization: Bearer <jwt>'")  # fmt: skip
-    p.option("--json", into=out, action="store_true",
-             help='print {"token", "expires_at", "expires_in"}')  # fmt: skip
-    p.option("--min-validity", metavar="SECONDS", type=_number(0, strict=False), default=None,
-             help="the token must stay valid this long (renewed first if needed; exit 1 if "
-             "the server's tokens cannot last that long)")  # fmt: skip
+    p.flag("--header", into=out, help="print 'Authorization: Bearer <jwt>'")
+    p.flag("--json", into=out, help='print {"token", "expires_at", "expires_in"}')
+    p.option(
+        "--min-validity",
+        metavar="SECONDS",
+        type=_SECONDS,
+        help="the token must stay valid this long (renewed first if needed; exit 1 if "
+        "the server's tokens cannot last that long)",
+    )
     cache = p.add_mutually_exclusive_group()
-    _cache_option(p, into=cache)
-    p.option("--force-refresh", into=cache, action="store_true",
-             help="mint a new token now and cache it, even if the cached one is good "
-             "(runs at once mint once)")  # fmt: skip
-    p.option("--invalidate", into=cache, action="store_true",
-             help="drop the cached token (a revoked one, say) and print nothing; the next "
-             "run mints")  # fmt: skip
-    _quiet_option(p)
+    _no_cache(p, into=cache)
+    p.flag(
+        "--force-refresh",
+        into=cache,
+        help="mint a new token now and cache it, even if the cached one is good "
+        "(runs at once mint once)",
+    )
+    p.flag(
+        "--invalidate",
+        into=cache,
+        help="drop the cached token (a revoked one, say) and print nothing; the next run mints",
+    )
+    p.flag("-q", "--quiet", help=_QUIET)
     _endpoint_options(p, console="flag")
 
 
@@ -234,9 +259,9 @@ def _whoami_command(command: _Command) -> None:
         f"For the console's own view (workgroup, domain, ACLs) see `details`.\n\n{CACHE_HELP}"
         f"\n\n{WAIT_HELP}",
     )
-    p.option("--json", action="store_true", help="print the identity as JSON")
-    _cache_option(p)
-    _quiet_option(p)
+    p.flag("--json", help="print the identity as JSON")
+    _no_cache(p)
+    p.flag("-q", "--quiet", help=_QUIET)
     _endpoint_options(p, console="flag")
 
 
@@ -252,10 +277,9 @@ def _decode_command(command: _Command) -> None:
         "accepted too.",
     )
     p.option("jwt", nargs="?", default="-", metavar="JWT", help="the JWT, or - for stdin")
-    p.option("--json", action="store_true", help="print claims and times as JSON")
-    p.option("--min-validity", metavar="SECONDS", type=_number(0, strict=False), default=0.0,
-             help="exit 1 unless the token stays valid this long")  # fmt: skip
-    p.option("-q", "--quiet", action="store_true", help="print nothing: the exit code says it")
+    p.flag("--json", help="print claims and times as JSON")
+    p.option("--min-validity", metavar="SECONDS", type=_SECONDS, default=0.0, help=_STAYS_VALID)
+    p.flag("-q", "--quiet", help="print nothing: the exit code says it")
 
 
 def _details_command(command: _Command) -> None:
@@ -271,33 +295,35 @@ def _details_command(command: _Command) -> None:
     _endpoint_options(p, console="always")
 
 
-def _cache_option(p: Parser, into: Any = None) -> None:
-    p.option("--no-cache", into=into, action="store_true",
-             help="neither reuse nor store a cached token (the cache holds bearer tokens: "
-             "see below)")  # fmt: skip
-
-
-def _quiet_option(p: Parser) -> None:
-    p.option("-q", "--quiet", action="store_true",
-             help="say nothing on stderr while waiting (errors are still said)")  # fmt: skip
+def _no_cache(p: Parser, into: Any = None) -> None:
+    help_ = "neither reuse nor store a cached token (the cache holds bearer tokens: see below)"
+    p.flag("--no-cache", into=into, help=help_)
 
 
 def _endpoint_options(p: Parser, *, console: str) -> None:
     """Where to ask and with what: --console, the API root, the key file, tenant, timeout."""
     if console == "flag":
-        p.option("--console", action="store_true",
-                 help="the console v1 (/v1/tokens); default ICA v2")  # fmt: skip
+        p.flag("--console", help="the console v1 (/v1/tokens); default ICA v2")
         root = f"ICA v2 default: {_ICA_ROOT}; console: {_CONSOLE_ROOT}"
     else:
         root = f"default: {_CONSOLE_ROOT}"
     where = p.add_mutually_exclusive_group()
     p.option("--base-url", into=where, metavar="URL", help=f"the API root ({root})")
-    p.option("-s", "--server-url", into=where, metavar="HOST",
-             help="the server as the icav2 CLI names it: a host such as ica.illumina.com "
-             "(https://HOST/ica/rest; on the console https://HOST)")  # fmt: skip
-    p.option("--region", into=where, type=_region, metavar="NAME",
-             help="console region: aps2, use1, euc1, cac1, ... (https://NAME.platform."
-             "illumina.com)")  # fmt: skip
+    p.option(
+        "-s",
+        "--server-url",
+        into=where,
+        metavar="HOST",
+        help="the server as the icav2 CLI names it: a host such as ica.illumina.com "
+        "(https://HOST/ica/rest; on the console https://HOST)",
+    )
+    p.option(
+        "--region",
+        into=where,
+        type=_region,
+        metavar="NAME",
+        help="console region: aps2, use1, euc1, cac1, ... (https://NAME.platform.illumina.com)",
+    )
     p.option(
         "--x-api-key-file",
         metavar="PATH",
@@ -307,9 +333,13 @@ def _endpoint_options(p: Parser, *, console: str) -> None:
         "--tenant",
         help="tenant to mint for, when the user has several (the domain, on the console)",
     )
-    p.option("--timeout", type=_number(0, strict=True), default=30.0,
-             help="seconds to wait for a token, retrying what may pass (default 30); "
-             "a refused connection, unknown host or TLS failure ends within 5 s")  # fmt: skip
+    p.option(
+        "--timeout",
+        type=_POSITIVE,
+        default=30.0,
+        help="seconds to wait for a token, retrying what may pass (default 30); "
+        "a refused connection, unknown host or TLS failure ends within 5 s",
+    )
 
 
 def _serve_command(command: _Command) -> None:
@@ -326,16 +356,14 @@ def _serve_command(command: _Command) -> None:
         "The printed API key and password are throwaway credentials of this local server.\n"
         "Ctrl-C exits 130 (SIGTERM 143), as the other commands do.",
     )
-    p.option("--port", type=_port, default=0,
-             help="port to listen on (default: a free one)")  # fmt: skip
-    p.option("--lifetime", type=_number(0, strict=True), default=3600.0,
-             help="token lifetime in seconds (default 3600)")  # fmt: skip
-    p.option("--latency", type=_number(0, strict=False), default=0.0,
-             help="seconds each token endpoint takes to answer (default 0)")  # fmt: skip
-    p.option("--clock-offset", type=float, default=0.0,
-             help="seconds the server clock runs ahead (negative: behind)")  # fmt: skip
-    p.option("--faults", type=_faults_arg, action="append", default=[],
-             help="faults to inject, e.g. ica.create:503:3 (see below)")  # fmt: skip
+    p.values(
+        ("--port", _port, 0, "port to listen on (default: a free one)"),
+        ("--lifetime", _POSITIVE, 3600.0, "token lifetime in seconds (default 3600)"),
+        ("--latency", _SECONDS, 0.0, "seconds each token endpoint takes to answer (default 0)"),
+        ("--clock-offset", float, 0.0, "seconds the server clock runs ahead (negative: behind)"),
+    )
+    # every --faults adds its items to one list
+    p.option("--faults", type=_faults_arg, action="extend", default=[], help=_FAULTS)
 
 
 def _demo_command(command: _Command) -> None:
@@ -348,17 +376,16 @@ def _demo_command(command: _Command) -> None:
         "Exit code 0 when requests went through, no 401 reached a task and no task crashed,\n"
         "else 1; Ctrl-C prints the summary so far and exits 130.",
     )
-    p.option("--tasks", type=_number(0, strict=True, integer=True), default=1000,
-             help="concurrent tasks (default 1000)")  # fmt: skip
-    p.option("--duration", type=_number(0, strict=True), default=15.0,
-             help="seconds to run (default 15)")  # fmt: skip
-    p.option("--lifetime", type=_number(0, strict=True), default=4.0,
-             help="token lifetime in seconds (default 4)")  # fmt: skip
-    p.option("--latency", type=_number(0, strict=False), default=0.05,
-             help="token endpoint latency in seconds (default 0.05)")  # fmt: skip
-    p.option("--faults", action="store_true",
-             help="inject random 5xx (30%%) and 429 (10%%, Retry-After: 1) answers "
-             "on the token endpoint")  # fmt: skip
-    p.option("--seed", type=int, default=None,
-             help="seed of the random faults, for a reproducible run")  # fmt: skip
-    p.option("--json", action="store_true", help="print the summary as JSON")
+    p.values(
+        ("--tasks", _COUNT, 1000, "concurrent tasks (default 1000)"),
+        ("--duration", _POSITIVE, 15.0, "seconds to run (default 15)"),
+        ("--lifetime", _POSITIVE, 4.0, "token lifetime in seconds (default 4)"),
+        ("--latency", _SECONDS, 0.05, "token endpoint latency in seconds (default 0.05)"),
+    )
+    p.flag(
+        "--faults",
+        help="inject random 5xx (30%%) and 429 (10%%, Retry-After: 1) answers "
+        "on the token endpoint",
+    )
+    p.option("--seed", type=int, help="seed of the random faults, for a reproducible run")
+    p.flag("--json", dest="as_json", help="print the summary as JSON")

@@ -19,9 +19,9 @@
 
 The manager's failed attempts are observed through the `aioica_auth` logger, whose
 "token renewal failed" records carry the failure and the delay before the next attempt
-(`_renewal.Renewal._failed`). A filter on that logger sees them, including the DEBUG ones,
-by lowering the logger's level while a wait is watched; it passes on only what the level
-before would have passed, so no handler sees a record it would not have seen.
+(`_lifecycle.renewal.Renewal._failed`). A filter on that logger sees them, including the
+DEBUG ones, by lowering the logger's level while a wait is watched; it passes on only what the
+level before would have passed, so no handler sees a record it would not have seen.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""`LocalIcaServer`: an ICA v2 + console v1 token service on loopback, for tests."""
+"""`LocalIcaServer`: an ICA v2 + console v1 token service on loopback, for tests.
+
+This module is the server's lifecycle, settings, public state and faults API; the way each
+request takes through it (recording, latency, faults, compression) is `_dispatch.Dispatch`, and
+the endpoints themselves are `_endpoints`.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,13 @@ import logging
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
 
 from aiohttp import web
 
-from ._endpoints import MALFORMED, Endpoints, family, refusal_response, route
-from ._faults import TOKEN_ENDPOINTS, Fault, FaultBook, RecordedRequest
-from ._state import Refusal, Registry
-from ._wire import HTML_502, JSON, http_date, raw_response
+from ._dispatch import Dispatch
+from ._endpoints import Endpoints
+from ._faults import Fault, FaultBook, RecordedRequest
+from ._state import Registry
 
 __all__ = ["LocalIcaServer"]
 
@@ -169,8 +173,9 @@ class LocalIcaServer:
         self._faults = FaultBook()
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
-        self._inflight: set[asyncio.Task[Any]] = set()
-        self._endpoints = Endpoints(self, self._registry)
+        self._dispatch = Dispatch(
+            self, Endpoints(self, self._registry), self._faults, self._closing
+        )
 
     def __repr__(self) -> str:
         where = self.base_url if self._runner is not None else "not started"
@@ -187,11 +192,11 @@ class LocalIcaServer:
         if self._runner is not None or self._closing.is_set():
             msg = "a LocalIcaServer can be started once"
             raise RuntimeError(msg)
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        app.on_response_prepare.append(self._stamp_date)
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT
+            self._dispatch.app(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=_SHUTDOWN_TIMEOUT,
         )
         await runner.setup()
         try:
@@ -213,9 +218,7 @@ class LocalIcaServer:
         if runner is None:
             return
         await runner.cleanup()
-        pending = {task for task in self._inflight if not task.done()}
-        if pending:
-            await asyncio.wait(pending, timeout=_SHUTDOWN_TIMEOUT)
+        await self._dispatch.drain(_SHUTDOWN_TIMEOUT)
         _log.debug("local ICA server closed")
 
     async def __aenter__(self) -> LocalIcaServer:
@@ -388,92 +391,3 @@ class LocalIcaServer:
             retry_after=retry_after,
             seed=seed,
         )
-
-    # -- request plumbing --------------------------------------------------------------------
-
-    async def _stamp_date(self, request: web.Request, response: web.StreamResponse) -> None:
-        response.headers["Date"] = http_date(self.now())
-
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        task = asyncio.current_task()
-        if task is not None:
-            self._inflight.add(task)
-        try:
-            return await self._serve(request)
-        finally:
-            if task is not None:
-                self._inflight.discard(task)
-
-    async def _serve(self, request: web.Request) -> web.StreamResponse:
-        endpoint = route(request.method, request.path)
-        body = await request.read()
-        self.counts[endpoint] += 1
-        self.requests.append(
-            RecordedRequest(
-                endpoint=endpoint,
-                method=request.method,
-                path=request.raw_path.partition("?")[0],
-                query=tuple(request.query.items()),
-                headers=request.headers,
-                body=body,
-                at=self.now(),
-            )
-        )
-        delay = self.latency if endpoint in TOKEN_ENDPOINTS else 0.0
-        if delay > 0 and await self._until_closing(delay):
-            return self._drop(request, endpoint)
-        fault = self._faults.take(endpoint)
-        if fault is not None:
-            _log.debug("%s: injected fault %s", endpoint, fault.kind)
-            response = await self._fault_response(fault, endpoint, request)
-        else:
-            try:
-                response = await self._endpoints.handle(endpoint, request, body)
-            except Refusal as refusal:
-                response = refusal_response(endpoint, request, refusal, now=self.now())
-        if response is None:
-            return self._drop(request, endpoint)
-        accepts_gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower()
-        ica = family(endpoint, request.path) == "ica"
-        if accepts_gzip and ica and response.body and response.content_type != "text/html":
-            response.enable_compression(web.ContentCoding.gzip)  # as ICA v2 does
-        self.statuses[endpoint, response.status] += 1
-        _log.debug("%s %s -> %d", endpoint, request.method, response.status)
-        return response
-
-    async def _until_closing(self, seconds: float | None) -> bool:
-        """Wait `seconds` (None: forever); True when the server started closing meanwhile."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self._closing.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    def _drop(self, request: web.Request, endpoint: str) -> web.Response:
-        # The response returned here is never sent: aiohttp finds the transport closing and
-        # takes it as a client disconnect, quietly.
-        if request.transport is not None:
-            request.transport.close()
-        _log.debug("%s: connection dropped", endpoint)
-        return web.Response(status=503)
-
-    async def _fault_response(
-        self, fault: Fault, endpoint: str, request: web.Request
-    ) -> web.Response | None:
-        if fault.kind == "status":
-            refusal = Refusal(fault.status, f"Injected fault: HTTP {fault.status}.")
-            return refusal_response(
-                endpoint, request, refusal, now=self.now(), retry_after=fault.retry_after
-            )
-        if fault.kind == "malformed":
-            status, ctype, body = MALFORMED.get(endpoint, (200, JSON, b'{"ok":tr'))
-            return raw_response(status, body, ctype)
-        if fault.kind == "html":
-            return raw_response(502, HTML_502.encode(), "text/html")
-        if fault.kind == "empty":
-            # No Content-Type: a zero-length body is no JSON, so claiming one would be a lie.
-            return raw_response(fault.status, b"", None)
-        if fault.kind == "hang":
-            await self._until_closing(None)
-        return None  # "drop", and "hang" once the server closes

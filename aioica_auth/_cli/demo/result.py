@@ -1,7 +1,7 @@
 """What a demo run measures: the counters its tasks share (`Run`), and what is reported
 (`DemoResult`, `TokenUse`, `DemoProgress`) with its statistics.
 
-Shared by the run (`_cli_demo`) and its display (`_cli_demo_display`); imports neither.
+Shared by the run (`run`) and its display (`display`); imports neither.
 """
 
 from __future__ import annotations

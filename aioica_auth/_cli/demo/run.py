@@ -2,8 +2,8 @@
 
 `run_demo` starts the local ICA-compatible server with short-lived tokens, runs many tasks
 through `aiohttp.ClientSession(middlewares=(manager.middleware,))` against its protected
-resource, and returns a `DemoResult` (`_cli_demo_result`); `_cli_demo_display` shows it. A
-plain function, so tests can call it with small numbers. The local server (and so
+resource, and returns a `DemoResult` (`result`); `display` shows it, and `command` is the CLI's
+entry. A plain function, so tests can call it with small numbers. The local server (and so
 `aiohttp.web`) is imported only when a run starts.
 """
 
