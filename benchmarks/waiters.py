@@ -85,9 +85,9 @@ async def _rounds(
         for latency in latencies:
             server.latency = latency
             for m in managers:
-                current = m.current()
-                if current is not None:
-                    m.invalidate(current.token)
+                lease = m._lease  # the newest lease (`current()` is no longer public)
+                if lease is not None:
+                    m.invalidate(lease.token)
             mints = sum(m.stats.mints for m in managers)
             await counter.reset()
             done = await asyncio.gather(*(_adopted(m) for m in managers))
