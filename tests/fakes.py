@@ -112,7 +112,7 @@ def manager(
     source: ScriptedSource, clock: ManualClock | RunningClock, **policy: float
 ) -> TokenManager:
     """A manager over `source`, judged by `clock`, with a seeded random source."""
-    return TokenManager(
+    return TokenManager._build(
         lambda session, rules: source,
         base_url=yarl.URL("https://example.org"),
         clock=clock,

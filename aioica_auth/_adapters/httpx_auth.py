@@ -15,8 +15,7 @@ from collections.abc import AsyncGenerator, Generator
 import httpx
 import yarl
 
-from .._lifecycle.lease import LeaseSource
-from .recovery import Recovery, origin
+from .recovery import LeaseSource, Recovery, origin
 
 __all__ = ["HttpxAuth"]
 

@@ -1,6 +1,6 @@
 """The aiohttp client middleware: the bearer on the way out, a bounded recovery on 401.
 
-It depends only on the small `LeaseSource` protocol (`_lease.py`), not on the manager, and
+It depends only on the small `LeaseSource` protocol (`recovery.py`), not on the manager, and
 the rules (who gets the bearer, what a 401 leads to, every bound) are `_recovery.py`'s, shared
 with the httpx auth; this module only does aiohttp's I/O.
 
@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 import yarl
 
-from .._lifecycle.lease import LeaseSource
 from .._wire.core import netrc_authorization
-from .recovery import Recovery, origin
+from .recovery import LeaseSource, Recovery, origin
 
 if TYPE_CHECKING:
     from aiohttp.client_middlewares import ClientHandlerType

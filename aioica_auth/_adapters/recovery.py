@@ -50,17 +50,22 @@ import enum
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Generator
+from typing import Protocol
 
 import attrs
 
-from .._lifecycle.lease import Lease, LeaseSource, TokenState
-from .._lifecycle.maturity import Probe, ProbeState
+from .._clock import Clock
+from .._lifecycle.lease import Lease, TokenState
+from .._lifecycle.policy import Policy
+from .._lifecycle.probe import Probe, ProbeState
+from .._token import Token
 
 __all__ = [
     "ACQUIRE",
     "DISCARD",
     "Await",
     "Exchange",
+    "LeaseSource",
     "Recovery",
     "Send",
     "Sleep",
@@ -83,6 +88,36 @@ YOUNG_WINDOW = 3.0  # seconds after issue in which a refused token may only be e
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Origin = tuple[str, str | None, int | None]
+
+
+class LeaseSource(Protocol):
+    """What the adapters need of a token manager: a view of it that the manager builds."""
+
+    @property
+    def clock(self) -> Clock:
+        """The manager's clock."""
+
+    @property
+    def policy(self) -> Policy:
+        """The manager's policy."""
+
+    async def lease(self) -> Lease:
+        """A usable lease, waiting for a renewal if needed (`TokenUnavailableError`)."""
+
+    def current(self) -> Lease | None:
+        """The newest lease, without waiting."""
+
+    def served(self) -> Lease | None:
+        """The lease handed out now: the newest, or the one it replaced while it matures."""
+
+    def defer(self, lease: Lease) -> bool:
+        """`lease` was refused as young: serve the one it replaced longer, if still good."""
+
+    def is_ours(self, authorization: str) -> bool:
+        """Whether an `Authorization` value is one the manager handed out lately."""
+
+    def invalidate(self, token: Token | str) -> bool:
+        """Drop exactly `token` if it is still handed out (renewing when it is the newest)."""
 
 
 def origin(scheme: str, host: str | None, port: int | None) -> Origin:

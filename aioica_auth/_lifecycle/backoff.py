@@ -37,6 +37,7 @@ __all__ = [
     "Severity",
     "SoftFailureError",
     "classify",
+    "is_refusal",
     "unavailable",
 ]
 
@@ -60,9 +61,15 @@ def classify(exc: IcaError) -> Severity:
         return Severity.PERMANENT
     if isinstance(exc, TransportError) and exc.kind == "closed":
         return Severity.PERMANENT
-    if isinstance(exc, ApiError) and exc.status < 500 and exc.status not in {408, 429}:
-        return Severity.PERMANENT  # a refusal (4xx), or an answer no token endpoint gives
+    if isinstance(exc, ApiError) and (exc.status < 400 or is_refusal(exc)):
+        return Severity.PERMANENT  # a refusal, or an answer no token endpoint gives
     return Severity.TRANSIENT
+
+
+def is_refusal(exc: ApiError) -> bool:
+    """A 4xx that means "no", not "not now" (429 and 408 are "not now"): permanent for
+    `classify`, and for a source the sign to stop refreshing and mint anew."""
+    return 400 <= exc.status < 500 and exc.status not in {408, 429}
 
 
 @attrs.frozen

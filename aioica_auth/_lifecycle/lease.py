@@ -16,9 +16,6 @@ sleeps, so after a suspend a token would look younger than it is; the lease reme
 wall-minus-monotonic offset at its anchor, and a later offset that grew by more than a second
 means the machine slept (or the wall clock stepped forward): that much is added to the
 lease's "now". A wall clock stepped backward is ignored (it can only make a token look older).
-
-`LeaseSource` is what the aiohttp middleware needs from a manager, so that the middleware
-does not depend on the manager's private members.
 """
 
 from __future__ import annotations
@@ -27,19 +24,15 @@ import enum
 import logging
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
 from .._clock import Clock
 from .._token import Token
-from .policy import Policy
+from .probe import Probe
 from .timing import Timing
 
-if TYPE_CHECKING:
-    from .maturity import Probe
-
-__all__ = ["Lease", "LeaseSource", "Provenance", "TokenState"]
+__all__ = ["Lease", "Provenance", "TokenState"]
 
 logger = logging.getLogger("aioica_auth")
 
@@ -91,9 +84,9 @@ class Lease:
         refused: Invalidated, or dropped as a bridge: never handed out again.
         matures_at: When it may be handed out in place of the token it replaced
             (`Timing.matures`, held back further by `Bridge.defer`).
-        probe: The shared probe of it after a 401 while it was young (`_maturity.Probe`).
+        probe: The shared probe of it after a 401 while it was young (`probe.Probe`).
         shortfall_asked: A renewal for a `min_validity` beyond what new tokens give was
-            asked from it, or it is what such a renewal brought (see `judge_shortfall`).
+            asked from it, or it is what such a renewal brought (see `acquire.judge_shortfall`).
         shortfall_logged: Serving it short of a `min_validity` was logged.
         drift_seen: The suspend drift last logged for it.
     """
@@ -152,73 +145,3 @@ class Lease:
     def initial_validity(self) -> float:
         """Seconds it was valid for when it arrived: about what any new token would give."""
         return self.timing.expires - self.received_at
-
-    def judge_shortfall(self, now: float, need: float, ceiling: float | None) -> bool:
-        """Whether a caller that needs `need` seconds should wait for a renewal.
-
-        `ceiling` is what new tokens give (the validity of the last token a renewal for a
-        `min_validity` brought, short of it), None while unknown. A need at or below it is
-        worth a renewal: the new token meets it. A need beyond it no token can meet: it is
-        worth one renewal per lease at most, and only when this lease has aged (a new one
-        would be meaningfully fresher); otherwise this lease is the best there is.
-        """
-        validity = self.validity(now)
-        if validity >= need:
-            return False
-        if ceiling is None or need <= ceiling:
-            return True
-        if self.shortfall_asked or validity >= 0.9 * ceiling:
-            return False
-        self.shortfall_asked = True
-        return True
-
-    def note_short(self, now: float, need: float) -> None:
-        """Say, once per lease, that it is served short of a caller's `min_validity`."""
-        if self.shortfall_logged or self.validity(now) >= need:
-            return
-        self.shortfall_logged = True
-        logger.warning(
-            "min_validity=%g s cannot be met: serving token %s, valid for %.0f s "
-            "(this server's tokens last about %.0f s)",
-            need,
-            self.token.fingerprint,
-            self.validity(now),
-            self.initial_validity,
-        )
-
-    def served_short(self) -> None:
-        """Mark a lease that a renewal for a need brought, short of it: a need beyond what
-        new tokens give is not renewed for again from it."""
-        self.shortfall_asked = True
-
-
-class LeaseSource(Protocol):
-    """What the middleware needs from a token manager."""
-
-    @property
-    def clock(self) -> Clock:
-        """The manager's clock."""
-
-    @property
-    def policy(self) -> Policy:
-        """The manager's policy."""
-
-    async def lease(self) -> Lease:
-        """A usable lease, waiting for a renewal if needed (`TokenUnavailableError`)."""
-
-    def current(self) -> Lease | None:
-        """The newest lease, without waiting."""
-
-    def served(self) -> Lease | None:
-        """The lease handed out now without waiting: the newest, or while it matures the one
-        it replaced; None when callers must wait."""
-
-    def defer(self, lease: Lease) -> bool:
-        """`lease` was refused as young: serve the one it replaced a while longer, if that is
-        still good (True), as `_maturity.Bridge.defer` says."""
-
-    def is_ours(self, authorization: str) -> bool:
-        """Whether an `Authorization` value is one the manager handed out lately."""
-
-    def invalidate(self, token: Token | str) -> bool:
-        """Drop exactly `token` if it is still handed out (renewing when it is the newest)."""

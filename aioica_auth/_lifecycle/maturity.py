@@ -10,13 +10,11 @@ while the bridge is still good is held back longer (`Bridge.defer`: its age doub
 a row.
 
 Where no good token exists to bridge with (the first token, a revocation), a 401 to a young
-token is probed: `Probe` is shared by every request refused with that token; one request
-resends it after short, growing waits, the others await its outcome (`ProbeState`).
+token is probed instead (`probe.Probe`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from typing import TYPE_CHECKING
 
@@ -24,7 +22,7 @@ if TYPE_CHECKING:
     from .._clock import Clock
     from .lease import Lease
 
-__all__ = ["DEFER_MIN", "Bridge", "Phase", "Probe", "ProbeState"]
+__all__ = ["DEFER_MIN", "Bridge", "Phase"]
 
 DEFER_MIN = 0.25  # seconds: the least a deferral holds a young token back
 
@@ -85,33 +83,3 @@ class Bridge:
         lease.refused = True
         self.prior = None
         return True
-
-
-class ProbeState(enum.Enum):
-    """Where the probe of a young token stands."""
-
-    RUNNING = "running"  # one request is resending it after short waits
-    ACCEPTED = "accepted"  # a resource took it: the others resend once
-    REFUSED = "refused"  # refused to the end: the others get their 401 back
-    ABANDONED = "abandoned"  # its request went away first: the others get their 401 back
-
-
-class Probe:
-    """The one probe of a young token that a resource refused, shared by every request that
-    got a 401 for it (`Lease.probe`)."""
-
-    __slots__ = ("_done", "state")
-
-    def __init__(self) -> None:
-        self.state = ProbeState.RUNNING
-        self._done = asyncio.Event()
-
-    def settle(self, state: ProbeState) -> None:
-        """End the probe (once) and wake the requests awaiting it."""
-        if self.state is ProbeState.RUNNING:
-            self.state = state
-            self._done.set()
-
-    async def settled(self) -> None:
-        """Return once the probe has ended (the caller bounds the wait)."""
-        await self._done.wait()

@@ -5,8 +5,9 @@ renewal attempts and the `Backoff`. Each attempt runs as its own task: it waits 
 backoff, asks the source (bounded by `2 * request_timeout + 1` s: a keep-alive and a mint at
 most), plans the token's timing, refuses a token that is no use (no later expiry than the one
 in use, or expired on arrival: soft failures, backed off like any transient one), holds a
-token whose `nbf` is a little ahead until it is valid, and hands the lease to the manager
-before any waiter wakes. It also runs psToken keep-alives and the revoke on close.
+token whose `nbf` is a little ahead until it is valid, and puts the lease in the manager's
+`Slot` before any waiter wakes. It also runs the scheduler (`schedule`: the refresh point, the
+keep-alives, a suspend noticed within seconds), psToken keep-alives and the revoke on close.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
 
+import aiohttp
 import attrs
 
 from .._clock import Clock
@@ -26,7 +27,9 @@ from .flight import Landing, Outcome, SingleFlight
 from .flight import outcome_of as _outcome
 from .lease import Lease, Provenance, TokenState
 from .policy import Policy
+from .slot import Slot
 from .sources import Issued, TokenSource
+from .stats import Counters
 from .timing import Timing
 
 __all__ = ["Renewal"]
@@ -37,7 +40,11 @@ _CLOCK_CHECK = 2.0  # seconds: the longest the scheduler sleeps without re-judgi
 
 
 class Renewal:
-    """One renewal in flight at a time, for one manager."""
+    """One renewal in flight at a time, for one manager, and the scheduler that starts them.
+
+    It reads and fills the manager's `Slot` (the lease in use) and bumps its `Counters`; it
+    owns the session the manager made for it (`session`, closed by `release`), if any.
+    """
 
     def __init__(
         self,
@@ -46,10 +53,10 @@ class Renewal:
         policy: Policy,
         backoff: Backoff,
         clock: Clock,
+        slot: Slot,
+        counters: Counters,
         *,
-        current: Callable[[], Lease | None],
-        adopt: Callable[[Lease], None],
-        counts: dict[str, int],
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.source = source
         self.policy = policy
@@ -57,10 +64,13 @@ class Renewal:
         self.flight: SingleFlight[Lease] = SingleFlight(
             loop, self._renew, name="aioica_auth-renew", clock=clock.monotonic
         )
+        self.scheduler: asyncio.Task[None] | None = None
+        self._loop = loop
         self._clock = clock
-        self._current = current
-        self._adopt = adopt
-        self._counts = counts
+        self._slot = slot
+        self._counters = counters
+        self._session = session  # made for this manager: closed by `release`
+        self.revoke_target: Lease | None = None  # to revoke as the manager closes
         self.next_keepalive = (
             clock.monotonic() + policy.keepalive_interval if source.keeps_session else math.inf
         )
@@ -81,7 +91,7 @@ class Renewal:
         """
         flight = self.flight
         if not flight.running:
-            current = self._current()
+            current = self._slot.lease
             if current is None or not current.state(current.now(self._clock)).live:
                 self.backoff.starve()  # a backoff set while a token was held is too long now
             remembered = self.backoff.remembered_at(self._clock.monotonic())
@@ -116,18 +126,79 @@ class Renewal:
             wake = max(due - drift, self.backoff.next_attempt)
         return min(wake, self.next_keepalive)
 
-    async def run(self, current: Callable[[], Lease | None], rejudge: Callable[[], None]) -> None:
+    def schedule(self) -> None:
+        """Make sure the scheduler runs (after a lease was adopted: it has a point to wake at)."""
+        if self.scheduler is None or self.scheduler.done():
+            self.scheduler = self._loop.create_task(self._scheduled(), name="aioica_auth-refresh")
+            self.scheduler.add_done_callback(_log_crash)
+
+    async def _scheduled(self) -> None:
+        try:
+            await self.run()
+        except asyncio.CancelledError:
+            # Cancelled by aclose(), or by asyncio.run ending the loop: a timer of a dead loop
+            # must not leave the hot path serving a token nobody will retire, and a session
+            # the manager owns must not outlive its loop.
+            self._slot.retire()
+            if not self._slot.closed:
+                await self.release()
+            raise
+
+    async def run(self) -> None:
         """The scheduler: sleep until the next thing to do, in chunks of at most
-        `_CLOCK_CHECK` seconds (calling `rejudge` after each, for a suspend), then do it;
+        `_CLOCK_CHECK` seconds (re-judging the slot after each, for a suspend), then do it;
         returns when there is nothing left to do (no lease, or one without `exp`)."""
-        clock = self._clock
+        clock, slot = self._clock, self._slot
         while True:
-            wake = self.next_wake(current())
+            wake = self.next_wake(slot.lease)
             if math.isinf(wake):
                 return
             await asyncio.sleep(min(max(0.0, wake - clock.monotonic()), _CLOCK_CHECK))
-            rejudge()
-            await self.tick(current())
+            slot.rejudge()
+            await self.tick(slot.lease)
+
+    async def release(self) -> None:
+        """Close the session made for the manager, if it is still open."""
+        session = self._session
+        if session is not None and not session.closed:
+            await session.close()
+            logger.debug("token manager closed its session")
+
+    async def aclose(self) -> None:
+        """Cancel and await the scheduler and the renewal, revoke `revoke_target`, release.
+
+        Safe to cancel: the session is released anyway, and a second call finishes what the
+        first left (the revoke)."""
+        try:
+            running = (self.scheduler, self.flight.cancel())
+            tasks = [t for t in running if t is not None and not t.done()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            target, self.revoke_target = self.revoke_target, None
+            if target is not None:
+                await self.revoke(target)
+        finally:
+            await self.release()
+
+    def leaking(self) -> bool:
+        """Whether the session made for the manager or the scheduler is still open."""
+        session, scheduler = self._session, self.scheduler
+        return (session is not None and not session.closed) or (
+            scheduler is not None and not scheduler.done()
+        )
+
+    def drop(self, value: str) -> bool:
+        """A resource refused the token `value`: never hand it out again, and renew if it was
+        the newest (`Slot.drop`). Returns whether it was dropped."""
+        dropped = self._slot.drop(value)
+        if dropped is None:
+            return False
+        if self._slot.lease is None and not self._slot.closed:
+            self.source.refused(dropped.token)
+            self.flight.start()
+        return True
 
     async def tick(self, lease: Lease | None) -> None:
         """What the scheduler does when it wakes: renew if due, else keep the session alive."""
@@ -148,7 +219,7 @@ class Renewal:
         delay = self.backoff.next_attempt - clock.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        current = self._current()
+        current = self._slot.lease
         live = None
         if current is not None and current.state(current.now(clock)) is not TokenState.EXPIRED:
             live = current.token
@@ -170,7 +241,9 @@ class Renewal:
             logger.info("token renewal recovered after %d failures", failures)
         if self.source.keeps_session:
             self.next_keepalive = clock.monotonic() + self.policy.keepalive_interval
-        self._adopt(lease)
+        if not self._slot.closed:
+            self._slot.adopt(lease)
+            self.schedule()
         return lease
 
     async def _fetch(self, live: Token | None) -> Issued:
@@ -203,7 +276,7 @@ class Renewal:
         return Lease(token, timing, provenance, exchange.received_at, exchange.wall_offset)
 
     def _failed(self, exc: IcaError, current: Lease | None) -> None:
-        self._counts["failures"] += 1
+        self._counters.failures += 1
         lifetime = current.timing.lifetime if current is not None else None
         now = self._clock.monotonic()
         starving = current is None or not current.state(current.now(self._clock)).live
@@ -234,7 +307,7 @@ class Renewal:
             if isinstance(exc, TokenUnavailableError):
                 self.backoff.remember(exc, clock.monotonic())
         else:
-            self._counts["keepalives"] += 1
+            self._counters.keepalives += 1
 
     async def revoke(self, lease: Lease) -> None:
         """Revoke the lease's token (console), bounded; a failure is logged, not raised."""
@@ -261,3 +334,8 @@ def _judged(outcome: Outcome[Lease]) -> Lease | IcaError:
         return error
     assert error is not None
     raise error  # not ours: a bug, let it be seen
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error("token refresh scheduler stopped: %r", exc, exc_info=exc)

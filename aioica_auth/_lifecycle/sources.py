@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import aiohttp
 import attrs
@@ -29,6 +29,7 @@ from .._errors import ApiError, InvalidResponseError, TokenUnavailableError
 from .._token import Token, decode_jwt
 from .._wire.console import ConsoleTokenApi, MintOptions
 from .._wire.ica import IcaTokenApi
+from .backoff import is_refusal
 from .policy import Policy
 
 __all__ = [
@@ -39,9 +40,8 @@ __all__ = [
     "IcaRefreshSource",
     "Issued",
     "SourceFactory",
+    "SourceSpec",
     "TokenSource",
-    "console_sources",
-    "ica_sources",
     "is_refusal",
 ]
 
@@ -62,8 +62,10 @@ class Issued:
 class TokenSource(Protocol):
     """What the manager needs from the rules of one platform + credential."""
 
-    keeps_session: bool
-    """Whether `keep_alive` does anything (a console psToken session)."""
+    @property
+    def keeps_session(self) -> bool:
+        """Whether `keep_alive` does anything (a console psToken session): a `ClassVar`, as
+        it is a property of the kind of source."""
 
     extra_budget: float
     """Seconds a renewal may take beyond a keep-alive and a mint (a fleet store's lease)."""
@@ -88,13 +90,8 @@ class TokenSource(Protocol):
         """A resource refused `token` (a 401): it is not to be used again."""
 
 
-def is_refusal(exc: ApiError) -> bool:
-    """A 4xx that means "no", not "not now" (429 and 408 are "not now")."""
-    return 400 <= exc.status < 500 and exc.status not in {408, 429}
-
-
 class _NoSession:
-    keeps_session = False
+    keeps_session: ClassVar[bool] = False
     extra_budget = 0.0
     waiting_for: str | None = None
 
@@ -205,7 +202,7 @@ class ConsoleSessionSource:
     api: ConsoleTokenApi
     ps_token: PsToken
     options: MintOptions
-    keeps_session: bool = True
+    keeps_session: ClassVar[bool] = True
     extra_budget: float = 0.0
     waiting_for: str | None = attrs.field(default=None, init=False)
 
@@ -245,50 +242,73 @@ SourceFactory = Callable[[aiohttp.ClientSession, Policy], TokenSource]
 """Builds a manager's source once its session exists (in the running loop)."""
 
 
-def ica_sources(
-    credential: ApiKey | BasicAuth | PsToken | Jwt, base_url: yarl.URL, tenant: str | None
-) -> SourceFactory:
-    """The ICA v2 source for `credential`, checked now, built when the session exists.
+@attrs.frozen
+class SourceSpec:
+    """What a manager's token source is made of: checked when the manager is built, made into
+    a `TokenSource` once its session exists (`spec(session, policy)`, in the running loop).
 
-    Raises:
-        TypeError: not a credential ICA takes. ValueError: a blank tenant, or a `Jwt` that
-            does not decode.
+    A value: it prints (credentials show no secret), compares and is tested without a
+    session. Build one with `SourceSpec.ica(...)` or `SourceSpec.console(...)`.
     """
-    _check_credential(credential, (ApiKey, BasicAuth, PsToken, Jwt))
-    if tenant is not None:
-        check_text(tenant, "tenant")
-    given = _decode_given(credential) if isinstance(credential, Jwt) else None
 
-    def build(session: aiohttp.ClientSession, policy: Policy) -> TokenSource:
-        api = IcaTokenApi(session, str(base_url), timeout=policy.request_timeout)
+    platform: str  # "ica" or "console"
+    credential: ApiKey | BasicAuth | PsToken | Jwt
+    base_url: yarl.URL
+    tenant: str | None = None
+    options: MintOptions = attrs.field(factory=MintOptions)
+    given: Token | None = attrs.field(default=None, repr=False, eq=False)  # a Jwt's, decoded
+
+    @classmethod
+    def ica(
+        cls, credential: ApiKey | BasicAuth | PsToken | Jwt, base_url: yarl.URL, tenant: str | None
+    ) -> SourceSpec:
+        """ICA v2 for `credential`.
+
+        Raises:
+            TypeError: not a credential ICA takes. ValueError: a blank tenant, or a `Jwt` that
+                does not decode.
+        """
+        _check_credential(credential, (ApiKey, BasicAuth, PsToken, Jwt))
+        if tenant is not None:
+            check_text(tenant, "tenant")
+        given = _decode_given(credential) if isinstance(credential, Jwt) else None
+        return cls("ica", credential, base_url, tenant, given=given)
+
+    @classmethod
+    def console(
+        cls, credential: ApiKey | BasicAuth | PsToken, base_url: yarl.URL, options: MintOptions
+    ) -> SourceSpec:
+        """The console v1 for `credential`, minting with `options`.
+
+        Raises:
+            TypeError: not a credential the console takes.
+        """
+        _check_credential(credential, (ApiKey, BasicAuth, PsToken))
+        return cls("console", credential, base_url, options=options)
+
+    @property
+    def store_options(self) -> list[str]:
+        """The options that tell this spec's tokens apart in a fleet's store key."""
+        if self.platform == "ica":
+            return [f"tenant={self.tenant or ''}"]
+        return [f"{k}={v}" for k, v in self.options.params(return_session_token=False)]
+
+    def __call__(self, session: aiohttp.ClientSession, policy: Policy) -> TokenSource:
+        """The source, over `session`."""
+        credential, url, timeout = self.credential, str(self.base_url), policy.request_timeout
+        if self.platform == "console":
+            console = ConsoleTokenApi(session, url, timeout=timeout)
+            if isinstance(credential, PsToken):
+                return ConsoleSessionSource(console, credential, self.options)
+            assert isinstance(credential, ApiKey | BasicAuth)
+            return ConsoleMintSource(console, credential, self.options)
+        api = IcaTokenApi(session, url, timeout=timeout)
         if isinstance(credential, ApiKey):
-            return IcaMintSource(api, credential, tenant)
+            return IcaMintSource(api, credential, self.tenant)
         if isinstance(credential, BasicAuth | PsToken):
-            return IcaRefreshSource(api, credential, tenant)
-        assert isinstance(credential, Jwt)
-        assert given is not None
-        return IcaJwtSource(api, credential, given)
-
-    return build
-
-
-def console_sources(
-    credential: ApiKey | BasicAuth | PsToken, base_url: yarl.URL, options: MintOptions
-) -> SourceFactory:
-    """The console v1 source for `credential`, checked now, built when the session exists.
-
-    Raises:
-        TypeError: not a credential the console takes.
-    """
-    _check_credential(credential, (ApiKey, BasicAuth, PsToken))
-
-    def build(session: aiohttp.ClientSession, policy: Policy) -> TokenSource:
-        api = ConsoleTokenApi(session, str(base_url), timeout=policy.request_timeout)
-        if isinstance(credential, PsToken):
-            return ConsoleSessionSource(api, credential, options)
-        return ConsoleMintSource(api, credential, options)
-
-    return build
+            return IcaRefreshSource(api, credential, self.tenant)
+        assert self.given is not None
+        return IcaJwtSource(api, credential, self.given)
 
 
 def _check_credential(credential: object, kinds: tuple[type, ...]) -> None:

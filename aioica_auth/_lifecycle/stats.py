@@ -1,4 +1,4 @@
-"""`ManagerStats`: a manager's counters, and which counter each kind of new token bumps."""
+"""A manager's counters: `Counters`, bumped by its parts, and `ManagerStats`, its snapshot."""
 
 from __future__ import annotations
 
@@ -6,13 +6,7 @@ import attrs
 
 from .lease import Provenance
 
-__all__ = ["COUNTERS", "ManagerStats"]
-
-COUNTERS = {
-    Provenance.MINTED: "mints",
-    Provenance.REFRESHED: "refreshes",
-    Provenance.SHARED: "shared",
-}
+__all__ = ["Counters", "ManagerStats"]
 
 
 @attrs.frozen
@@ -36,3 +30,30 @@ class ManagerStats:
     waits: int = 0
     invalidations: int = 0
     shared: int = 0
+
+
+@attrs.define
+class Counters:
+    """The live counters one manager's parts share (the slot, the renewal, the waits); typed
+    fields, so that a misspelt counter is a type error, not a new key."""
+
+    mints: int = 0
+    refreshes: int = 0
+    keepalives: int = 0
+    failures: int = 0
+    waits: int = 0
+    invalidations: int = 0
+    shared: int = 0
+
+    def adopted(self, provenance: Provenance) -> None:
+        """Count a new token by where it came from (a given one is not counted)."""
+        if provenance is Provenance.MINTED:
+            self.mints += 1
+        elif provenance is Provenance.REFRESHED:
+            self.refreshes += 1
+        elif provenance is Provenance.SHARED:
+            self.shared += 1
+
+    def snapshot(self) -> ManagerStats:
+        """The counters now, as the public, frozen `ManagerStats`."""
+        return ManagerStats(**attrs.asdict(self))

@@ -64,14 +64,14 @@ async def test_storm_over_three_lifetimes_with_lag_and_revocations(
                 await asyncio.sleep(0.01)
 
         def accepted() -> bool:
-            lease = m.current()
+            lease = m._lease
             return lease is not None and lease.accepted
 
         async def revoker() -> None:
             for k in range(3):  # at 1 s, 3 s and 5 s: once per lifetime, within the load
                 await asyncio.sleep(max(0.0, start + lifetime * k + 1.0 - time.monotonic()))
                 await wait_until(accepted, limit=max(0.0, end - time.monotonic()))
-                lease = m.current()
+                lease = m._lease
                 assert lease is not None
                 srv.revoke(lease.token.value)  # a token in use, that the resource accepted
                 revoked.append(lease.token.value)

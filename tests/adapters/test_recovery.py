@@ -24,7 +24,8 @@ from aioica_auth._adapters.recovery import (
     rules,
 )
 from aioica_auth._lifecycle.lease import Lease, Provenance
-from aioica_auth._lifecycle.maturity import Bridge, Probe, ProbeState
+from aioica_auth._lifecycle.maturity import Bridge
+from aioica_auth._lifecycle.probe import Probe, ProbeState
 from aioica_auth._lifecycle.timing import Timing
 from aioica_auth.testing import make_jwt
 

@@ -292,7 +292,7 @@ async def test_an_error_never_displaces_a_valid_token(error: IcaError) -> None:
     async with manager(source, clock, retry_initial=0.001, retry_max=0.002) as m:
         for _ in range(2):
             assert await m.headers() == {"Authorization": "Bearer " + given}
-            current = m.current()
+            current = m._lease
             assert current is not None
             assert current.token.value == given
             assert current.provenance is Provenance.GIVEN

@@ -127,13 +127,13 @@ async def test_steady_state_at_a_lagging_resource_sees_no_young_token(
     srv = await servers(lifetime=6.0, resource_clock_lag=0.1)
     async with ica(srv) as m:
         await m.headers()
-        first = m.current()
+        first = m._lease
         assert first is not None
-        await wait_until(lambda: first.age(first.now(m.clock)) > 0.3)  # the first: matured
+        await wait_until(lambda: first.age(first.now(m._clock)) > 0.3)  # the first: matured
         srv.reset_counters()
         rounds = 0
         async with asyncio.timeout(30):
-            while m.stats.mints < 3 or m.served() is not m.current():
+            while m.stats.mints < 3 or m._view.served() is not m._lease:
                 assert set(await get(m, srv.resource_url, 10)) == {200}
                 rounds += 1
                 await asyncio.sleep(0.02)

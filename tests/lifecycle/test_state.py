@@ -11,6 +11,7 @@ import pytest
 from aioica_auth import Policy, Token, TokenUnavailableError
 from aioica_auth._clock import Exchange
 from aioica_auth._lifecycle import renewal as renewal_module
+from aioica_auth._lifecycle.acquire import judge_shortfall
 from aioica_auth._lifecycle.backoff import Severity, SoftFailureError, classify
 from aioica_auth._lifecycle.lease import Lease, Provenance, TokenState
 from aioica_auth._lifecycle.timing import Timing
@@ -270,45 +271,45 @@ def shortfall_lease(validity_at_zero: float = 100.0) -> Lease:
 def test_a_met_need_is_no_shortfall_and_not_judged() -> None:
     """validity >= need: no wait, and the once-per-lease renewal is not spent on it."""
     lease = shortfall_lease()
-    assert lease.judge_shortfall(0.0, 100.0, 50.0) is False
+    assert judge_shortfall(lease, 0.0, 100.0, 50.0) is False
     assert lease.shortfall_asked is False
 
 
 def test_an_unmet_need_is_worth_a_renewal_when_nothing_says_otherwise() -> None:
     """Need 300 s of a token valid 100 s, no ceiling known: renew, and say so again when asked."""
     lease = shortfall_lease()
-    assert lease.judge_shortfall(0.0, 300.0, None) is True
-    assert lease.judge_shortfall(10.0, 300.0, None) is True
+    assert judge_shortfall(lease, 0.0, 300.0, None) is True
+    assert judge_shortfall(lease, 10.0, 300.0, None) is True
 
 
 def test_a_need_no_new_token_can_meet_is_not_renewed_for() -> None:
     """Ceiling 100 s < need 300 s: no renewal while the lease is nearly as good as new, one
     when it has aged, none after that."""
     lease = shortfall_lease()
-    assert lease.judge_shortfall(5.0, 300.0, 100.0) is False  # validity 95 >= 0.9 * 100
-    assert lease.judge_shortfall(80.0, 300.0, 100.0) is True  # aged: the one renewal
-    assert lease.judge_shortfall(85.0, 300.0, 100.0) is False  # once per lease
+    assert judge_shortfall(lease, 5.0, 300.0, 100.0) is False  # validity 95 >= 0.9 * 100
+    assert judge_shortfall(lease, 80.0, 300.0, 100.0) is True  # aged: the one renewal
+    assert judge_shortfall(lease, 85.0, 300.0, 100.0) is False  # once per lease
 
 
 def test_an_aged_lease_is_renewed_for_even_a_hopeless_need() -> None:
     """Ceiling 100 s < need 300 s but only 50 s left: a new token is better, so renew."""
     lease = shortfall_lease()
-    assert lease.judge_shortfall(50.0, 300.0, 100.0) is True
+    assert judge_shortfall(lease, 50.0, 300.0, 100.0) is True
 
 
 def test_a_need_within_the_ceiling_is_renewed_for() -> None:
     """Need 100 s of a token with 95 s left, new ones give 120 s: renew."""
     lease = shortfall_lease()
-    assert lease.judge_shortfall(5.0, 100.0, 120.0) is True
+    assert judge_shortfall(lease, 5.0, 100.0, 120.0) is True
 
 
 def test_a_lease_served_short_is_not_renewed_again_for_that_need() -> None:
-    """After served_short() for a need of 300 s (new tokens give 100 s), asking again for 300 s
-    is answered 'no renewal' without judging again."""
+    """After a renewal served it short of a need of 300 s (new tokens give 100 s), asking again
+    for 300 s is answered 'no renewal' without judging again."""
     lease = shortfall_lease()
-    lease.served_short()
-    assert lease.judge_shortfall(0.0, 300.0, 100.0) is False
-    assert lease.judge_shortfall(60.0, 300.0, 100.0) is False
+    lease.shortfall_asked = True  # as a renewal that came back short marks it
+    assert judge_shortfall(lease, 0.0, 300.0, 100.0) is False
+    assert judge_shortfall(lease, 60.0, 300.0, 100.0) is False
 
 
 @pytest.mark.parametrize("first", ["hopeless need", "served short"])
@@ -317,10 +318,10 @@ def test_a_need_new_tokens_can_meet_is_renewed_for_after_a_hopeless_one(first: s
     need of 60 s when it has 40 s left: a new token meets that need."""
     lease = shortfall_lease()
     if first == "served short":
-        lease.served_short()
+        lease.shortfall_asked = True  # as a renewal that came back short marks it
     else:
-        assert lease.judge_shortfall(5.0, 300.0, 100.0) is False
-    assert lease.judge_shortfall(60.0, 60.0, 100.0) is True
+        assert judge_shortfall(lease, 5.0, 300.0, 100.0) is False
+    assert judge_shortfall(lease, 60.0, 60.0, 100.0) is True
 
 
 # -- what the manager adopts: progress and arrival -----------------------------------------------
@@ -340,7 +341,7 @@ async def test_an_older_token_never_replaces_a_newer_one(
     source = ScriptedSource(clock, [answer], initial=given)
     async with manager(source, clock, retry_initial=0.001, retry_max=0.002) as m:
         headers = await m.headers()
-        current = m.current()
+        current = m._lease
         assert current is not None
         if adopted:
             assert headers == {"Authorization": "Bearer " + answer}

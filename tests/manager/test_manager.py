@@ -252,7 +252,7 @@ async def test_outage_in_advisory_window_is_invisible_to_callers(servers: Any) -
         srv.clear_faults()
         await wait_until(lambda: m.stats.mints >= 2)
         # The new token is handed out once it has matured (0.2 s: maturity L/20).
-        await wait_until(lambda: m.served() is m.current(), limit=2.0)
+        await wait_until(lambda: m._view.served() is m._lease, limit=2.0)
         assert await m.headers() != first
     assert m.stats.waits == 1  # only the very first call waited
 
@@ -499,7 +499,7 @@ async def test_token_without_exp_is_used_until_refused(server: LocalIcaServer) -
     value = make_jwt(include_exp=False)
     async with ica(server, Jwt(value)) as m:
         assert (await m.headers())["Authorization"] == "Bearer " + value
-        assert m._cool is None
+        assert m._slot._retire_timer is None
         assert await m.headers() is await m.headers()
         assert (await m.token()).expires_at is None
     assert server.counts["ica.refresh"] == 0
