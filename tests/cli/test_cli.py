@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from aioica_auth import CONSOLE_BASE_URL, ApiKey, ConsoleTokenApi, Token
+from aioica_auth._cli.base import Stop
 from aioica_auth._cli.demo.display import (
     ProgressLine,
     format_latency,
@@ -210,6 +211,29 @@ def test_parse_faults_rejects(text: str) -> None:
     """A malformed `--faults` item is a ValueError (a usage error on the command line)."""
     with pytest.raises(ValueError, match=r"fault|empty"):
         parse_faults(text)
+
+
+def test_repeated_faults_options_make_one_list() -> None:
+    """`serve --faults A --faults B,C` hands serve one list of every item, in order."""
+    args = build_parser().parse_args(
+        ["serve", "--faults", "ica.create:503", "--faults", "*:drop,resource:401"]
+    )
+    assert [(s.endpoint, s.kind) for s in args.faults] == [
+        ("ica.create", "status"),
+        ("*", "drop"),
+        ("resource", "status"),
+    ]
+    assert build_parser().parse_args(["serve"]).faults == []
+
+
+def test_stop_exits_with_the_first_signal() -> None:
+    """A command stopped by a signal exits 128 + its number (SIGINT when none was seen)."""
+    stop = Stop()
+    assert stop.exit_code == 128 + signal.SIGINT
+    stop(signal.SIGTERM)
+    stop(signal.SIGINT)
+    assert stop.event.is_set()
+    assert stop.exit_code == 128 + signal.SIGTERM
 
 
 def test_percentile_and_latency_format() -> None:
