@@ -31,11 +31,12 @@ from typing import TypeVar
 
 from .._credentials import Jwt, PsToken
 from .._discovery.api import DiscoveredCredentials
+from .._errors import TokenStoreError
 from .._fleet.file_store import FileTokenStore, default_directory
-from .._fleet.store import BadEntryError, TokenStoreError, decode_entry, encode_entry, store_key
+from .._fleet.store import BadEntryError, decode_entry, encode_entry, store_key
 from .._token import Token, epoch
 from .._wire.console import MintOptions
-from .._wire.core import check_base_url
+from .._wire.urls import check_base_url
 from .base import warn
 
 __all__ = [

@@ -23,23 +23,21 @@ from typing import Any
 
 import yarl
 
+from .._checks import MAX_TIMEOUT
 from .._credentials import ApiKey, Credential, Jwt, PsToken
 from .._discovery.api import (
     DiscoveredCredentials,
-    DiscoveryError,
     credential_source,
     discover,
     given_jwt_problem,
     host_url,
 )
 from .._discovery.api import private_file_note as _private_file_note
-from .._errors import InvalidResponseError
-from .._fleet.store import TokenStoreError
+from .._errors import DiscoveryError, InvalidResponseError, TokenStoreError
 from .._manager import TokenManager
 from .._models import converter
 from .._token import Token
 from .._wire.console import ConsoleTokenApi
-from .._wire.core import MAX_TIMEOUT
 from .base import PROG, Failure, UsageError, warn
 from .cache import CliCache, cache_key, cacheable, force_refresh, invalidate, open_cache
 from .decode import format_identity, identity, iso

@@ -42,13 +42,12 @@ import attrs
 
 from .._credentials import Credential, Jwt
 from .._errors import DiscoveryError
-from .._wire.core import check_base_url
+from .._wire.urls import check_base_url
 from .files import Note, expired, host_url, private_file_note
 from .search import CONSOLE, ICA, Search, home_of
 
 __all__ = [
     "DiscoveredCredentials",
-    "DiscoveryError",  # until the CLI imports it from _errors
     "Note",
     "credential_source",
     "discover",
