@@ -1,87 +1,59 @@
-"""The public surface: `aioica_auth.__all__` is pinned, sorted, and all of it importable."""
+"""The public surface, pinned as httpx pins its own (`tests/test_exported_members.py`)."""
 
 from __future__ import annotations
 
-import importlib
+import types
+
+import pytest
 
 import aioica_auth
+from aioica_auth import TokenManager
 from aioica_auth._version import __version__ as version_in_one_place
 
-EXPORTED = [
-    "CONSOLE_BASE_URL",
-    "ICA_BASE_URL",
-    "ApiError",
-    "ApiKey",
-    "BadRequestError",
-    "BasicAuth",
-    "ConsoleTokenApi",
-    "DiscoveredCredentials",
-    "Domain",
-    "ErrorResponse",
-    "FileTokenStore",
-    "ForbiddenError",
-    "IcaError",
-    "IcaTokenApi",
-    "InvalidResponseError",
-    "Jwt",
-    "ManagerStats",
-    "NotFoundError",
-    "Policy",
-    "Problem",
-    "PsToken",
-    "RateLimitError",
-    "RedisTokenStore",
-    "ServerError",
-    "SyncTokenManager",
-    "Token",
-    "TokenDetailResponse",
-    "TokenManager",
-    "TokenResponse",
-    "TokenStore",
-    "TokenStoreError",
-    "TokenUnavailableError",
-    "TransportError",
-    "TransportTimeoutError",
-    "UnauthorizedError",
-    "Workgroup",
-    "__version__",
-    "discover_credentials",
-]
+# TokenManager's documented members (README "Configuration" and the usage sections, DESIGN
+# sections 3 and 6); `async with` is `__aenter__` / `__aexit__`.
+MANAGER_MEMBERS = {
+    "headers",
+    "token",
+    "middleware",
+    "httpx_auth",
+    "stats",
+    "policy",
+    "closed",
+    "invalidate",
+    "aclose",
+    "for_ica",
+    "for_console",
+    "from_environment",
+}
 
 
-def test_all_is_pinned() -> None:
-    """`__all__` holds exactly the documented names; a new export means updating this list."""
-    assert sorted(aioica_auth.__all__) == sorted(EXPORTED)
-    assert len(set(aioica_auth.__all__)) == len(aioica_auth.__all__)
-
-
-def test_pinned_list_is_in_ruff_order() -> None:
-    """The pinned list itself is in ruff's RUF022 order: constants, classes, then dunders."""
-    assert sorted(EXPORTED, key=lambda n: (not n.isupper(), n)) == EXPORTED
-
-
-def test_all_is_sorted() -> None:
-    """`__all__` is sorted, in the pinned order."""
-    assert aioica_auth.__all__ == EXPORTED
-
-
-def test_every_exported_name_is_importable() -> None:
-    """Every name in `__all__` exists on the package and `from aioica_auth import *` gives them."""
-    module = importlib.import_module("aioica_auth")
-    for name in aioica_auth.__all__:
-        assert getattr(module, name) is not None
+def test_exported_members() -> None:
+    """`__all__` is exactly the public names of the package, in ruff's order (constants,
+    classes, then dunders), each defined in a private module; and TokenManager's public
+    members are exactly the documented ones."""
+    public = [
+        name
+        for name, value in vars(aioica_auth).items()
+        if not isinstance(value, types.ModuleType)
+        and (not name.startswith("_") or name == "__version__")
+    ]
+    assert aioica_auth.__all__ == sorted(public, key=lambda n: (not n.isupper(), n))
     namespace: dict[str, object] = {}
     exec("from aioica_auth import *", namespace)
-    namespace.pop("__builtins__")
-    assert set(namespace) == set(aioica_auth.__all__)
-
-
-def test_exported_classes_are_defined_in_private_modules() -> None:
-    """Exported classes live in the package's private modules, re-exported at the top."""
+    assert set(namespace) - {"__builtins__"} == set(aioica_auth.__all__)
     for name in aioica_auth.__all__:
         obj = getattr(aioica_auth, name)
         if isinstance(obj, type):
             assert obj.__module__.startswith("aioica_auth._"), name
+    assert {name for name in dir(TokenManager) if not name.startswith("_")} == MANAGER_MEMBERS
+
+
+def test_token_manager_is_built_by_its_constructors_only() -> None:
+    """`TokenManager(...)` takes no private type: it points to `for_ica`, `for_console` and
+    `from_environment`, which take the credential and check it."""
+    with pytest.raises(TypeError, match=r"TokenManager\.for_ica"):
+        TokenManager()
 
 
 def test_documented_constants() -> None:
