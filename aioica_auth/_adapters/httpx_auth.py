@@ -1,4 +1,4 @@
-"""The httpx auth: `httpx.AsyncClient(auth=manager.httpx_auth)`, the rules of `_recovery.py`.
+"""The httpx auth: `httpx.AsyncClient(auth=manager.httpx_auth)`, the rules of `recovery.py`.
 
 httpx runs an auth flow once per `send()`, and follows redirects inside it: the bearer is
 added only when the request is for the base URL's origin and carries no `Authorization` of its
@@ -26,7 +26,7 @@ class HttpxAuth(httpx.Auth):
     """An `httpx.Auth` adding `Authorization: Bearer <jwt>` from a token manager.
 
     For `httpx.AsyncClient` only (the manager lives on an event loop). A 401 is recovered
-    from in bounded time, as the aiohttp middleware does (`aioica_auth._recovery`).
+    from in bounded time, as the aiohttp middleware does (`recovery`).
     """
 
     requires_request_body = False

@@ -1,7 +1,7 @@
 """The aiohttp client middleware: the bearer on the way out, a bounded recovery on 401.
 
 It depends only on the small `LeaseSource` protocol (`recovery.py`), not on the manager, and
-the rules (who gets the bearer, what a 401 leads to, every bound) are `_recovery.py`'s, shared
+the rules (who gets the bearer, what a 401 leads to, every bound) are `recovery.py`'s, shared
 with the httpx auth; this module only does aiohttp's I/O.
 
 aiohttp runs client middlewares again on every redirect hop, so the origin check happens here,
@@ -43,7 +43,7 @@ class BearerMiddleware:
     """Adds `Authorization: Bearer <jwt>` from a token manager to requests for its origin.
 
     A request that already carries its own `Authorization` is left alone. A 401 is
-    recovered from as `_recovery` says, in bounded time.
+    recovered from as `recovery` says, in bounded time.
     """
 
     def __init__(self, source: LeaseSource, base_url: yarl.URL) -> None:

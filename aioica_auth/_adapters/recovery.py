@@ -16,7 +16,7 @@ Who gets the bearer (`Recovery.applies`): the scheme, host and port of the base 
 and never a request that already carries an `Authorization` of its own.
 
 A renewed token is handed out only once it has matured while the one it replaced is still
-good (`_maturity`), so a resource whose clock lags sees no young token in steady state. A 401
+good (`maturity`), so a resource whose clock lags sees no young token in steady state. A 401
 for a token the manager handed out is judged once (`judge`, a `Verdict`):
 
 - STALE: the token sent has expired, or (never accepted) is no longer the one handed out:
