@@ -37,8 +37,6 @@ ALLOWED: dict[str, frozenset[str]] = {
     "package": frozenset({"values", *CORE, "_cli"}),  # __init__ and __main__
 }
 MAX_LINES = 450
-# Issue 20 in progress: what is still to be done, as expected failures that shrink to nothing.
-IN_PROGRESS = pytest.mark.xfail(reason="issue 20 in progress", strict=False)
 
 
 def module_of(path: Path) -> str:
@@ -87,7 +85,6 @@ MODULES = {module_of(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 GRAPH = {m: imports_of(p) for m, p in MODULES.items()}
 
 
-@IN_PROGRESS
 def test_every_import_follows_the_layer_table() -> None:
     broken = [
         f"{MODULES[m].relative_to(PACKAGE.parent)}:{line} -> {target}"
@@ -101,7 +98,6 @@ def test_every_import_follows_the_layer_table() -> None:
     assert not broken, "\n".join(broken)
 
 
-@IN_PROGRESS
 def test_the_module_graph_has_no_circle() -> None:
     """Module-level circles; a package's `__init__` re-exporting its own modules is not one."""
     edges = {
@@ -131,7 +127,6 @@ def test_the_top_level_holds_only_values_and_the_two_facades() -> None:
     }
 
 
-@IN_PROGRESS
 @pytest.mark.parametrize("path", sorted(MODULES.values()), ids=lambda p: p.name)
 def test_no_module_is_over_450_lines(path: Path) -> None:
     lines = len(path.read_text(encoding="utf-8").splitlines())
