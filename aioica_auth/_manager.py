@@ -33,7 +33,7 @@ from ._adapters.middleware import BearerMiddleware
 from ._adapters.view import LeaseView
 from ._clock import Clock, SystemClock
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
-from ._fleet.shared import shared_sources
+from ._fleet.shared import shared
 from ._fleet.store import TokenStore
 from ._lifecycle.acquire import Acquire
 from ._lifecycle.backoff import Backoff
@@ -46,8 +46,8 @@ from ._lifecycle.stats import Counters, ManagerStats
 from ._lifecycle.timing import Timing
 from ._token import Token
 from ._wire.console import CONSOLE_BASE_URL, MintOptions
-from ._wire.core import check_base_url, check_session
 from ._wire.ica import ICA_BASE_URL
+from ._wire.urls import check_base_url, check_session
 
 if TYPE_CHECKING:
     from ._adapters.httpx_auth import HttpxAuth
@@ -164,7 +164,7 @@ class TokenManager:
             msg = "revoke_on_close is for the console (for_console): ICA v2 cannot revoke a JWT"
             raise ValueError(msg)
         spec = SourceSpec.ica(credential, url, tenant)
-        factory = _shared(spec, store)
+        factory = shared(spec, store)
         return cls._build(factory, base_url=url, session=session, policy=rules, on_token=on_token)
 
     @classmethod
@@ -213,7 +213,7 @@ class TokenManager:
             )
             raise ValueError(msg)
         options = MintOptions(client_id, domain, data, scopes, cwid, cid)
-        factory = _shared(SourceSpec.console(credential, url, options), store)
+        factory = shared(SourceSpec.console(credential, url, options), store)
         return cls._build(factory, base_url=url, session=session, policy=rules, on_token=on_token)
 
     @classmethod
@@ -436,15 +436,3 @@ class TokenManager:
             slot.adopt(Lease(given, timing, Provenance.GIVEN, now[0], now[1] - now[0]))
             renewal.schedule()
         return acquire
-
-
-def _shared(spec: SourceSpec, store: TokenStore | None) -> SourceFactory:
-    """`spec`, sharing its tokens through a fleet's `store` (itself without one)."""
-    return shared_sources(
-        spec,
-        store,
-        platform=spec.platform,
-        base_url=str(spec.base_url),
-        credential=spec.credential,
-        options=spec.store_options,
-    )

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import yarl
 
-from .._wire.core import netrc_authorization
+from .._wire.urls import netrc_authorization
 from .recovery import LeaseSource, Recovery, origin
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .store import TokenStoreError
+from .._errors import TokenStoreError
 
 if sys.platform != "win32":
     import fcntl

@@ -39,8 +39,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .._errors import TokenStoreError
 from .file_io import ENTRY_HEADER, is_current, lock_current, open_checked
-from .store import TokenStoreError
 
 if sys.platform != "win32":
     import fcntl

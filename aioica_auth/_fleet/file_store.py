@@ -49,9 +49,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from .._errors import TokenStoreError
 from . import file_lease as _file_lease
 from .file_io import ENTRY_HEADER, DaemonThreads, check, lock_current, open_checked
-from .store import MAX_ENTRY, TokenStoreError
+from .store import MAX_ENTRY
 
 __all__ = ["FileTokenStore", "default_directory"]
 

@@ -18,7 +18,7 @@ import errno
 import re
 from typing import TYPE_CHECKING, Any
 
-from .store import TokenStoreError
+from .._errors import TokenStoreError
 
 if TYPE_CHECKING:
     import redis.asyncio

@@ -36,8 +36,8 @@ from typing import Any
 
 import attrs
 
+from .._errors import TokenStoreError
 from .redis_client import describe
-from .store import TokenStoreError
 
 __all__ = ["Listener", "Loops", "Mark", "Share", "loop_guard"]
 

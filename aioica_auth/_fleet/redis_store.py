@@ -42,9 +42,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from .._errors import TokenStoreError
 from .redis_client import as_bytes, from_url, store_error, where
 from .redis_push import Listener, Loops, Mark, Share
-from .store import TokenStoreError
 
 if TYPE_CHECKING:
     import redis.asyncio

@@ -39,16 +39,18 @@ import hashlib
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Iterable
-from typing import TypeVar
+from collections.abc import Awaitable
+from typing import ClassVar, TypeVar
 
 import aiohttp
+import attrs
 
 from .._clock import Clock, Exchange, SystemClock
-from .._credentials import Credential, PsToken
-from .._errors import ApiError, error_class
+from .._credentials import PsToken
+from .._errors import ApiError, TokenStoreError, error_class
+from .._lifecycle.backoff import is_refusal
 from .._lifecycle.policy import Policy
-from .._lifecycle.sources import Issued, SourceFactory, TokenSource, is_refusal
+from .._lifecycle.sources import Issued, SourceFactory, SourceSpec, TokenSource
 from .._lifecycle.timing import Timing
 from .._token import Token, epoch
 from .store import (
@@ -56,7 +58,6 @@ from .store import (
     Hold,
     StoreEntry,
     TokenStore,
-    TokenStoreError,
     decode_entry,
     decode_hold,
     encode_entry,
@@ -65,7 +66,7 @@ from .store import (
     store_key,
 )
 
-__all__ = ["SharedSource", "shared_sources"]
+__all__ = ["SharedSource", "SharedSpec", "shared"]
 
 logger = logging.getLogger("aioica_auth")
 
@@ -75,49 +76,51 @@ WAITING_FOR_LEASE = "another process's renewal (store lease)"
 _T = TypeVar("_T")
 
 
-def shared_sources(
-    factory: SourceFactory,
-    store: object,
-    *,
-    platform: str,
-    base_url: str,
-    credential: Credential,
-    options: Iterable[str],
-) -> SourceFactory:
-    """`factory`'s source, sharing its tokens through `store` under the manager's key
-    (`factory` itself without a store).
+def shared(spec: SourceSpec, store: object) -> SourceFactory:
+    """`spec`, sharing its tokens through `store` under the manager's key (`spec` itself
+    without a store).
 
     Raises:
-        TypeError: `store` is not a `TokenStore`, or `credential` is a `Jwt`.
+        TypeError: `store` is not a `TokenStore`, or the credential is a `Jwt`.
         ValueError: a console psToken (its session cannot be shared).
     """
     if store is None:
-        return factory
+        return spec
     if not isinstance(store, TokenStore):
         msg = (
             "store must be a TokenStore (FileTokenStore, RedisTokenStore or your own), "
             f"not {type(store).__name__}"
         )
         raise TypeError(msg)
-    if platform == "console" and isinstance(credential, PsToken):
+    if spec.platform == "console" and isinstance(spec.credential, PsToken):
         msg = (
             "a console psToken session cannot be shared through a store: it is kept alive "
             "by one manager and may be rotated by /v1/tokens:refresh; share an ApiKey's "
             "tokens instead, or use the psToken without a store"
         )
         raise ValueError(msg)
-    key = store_key(platform, base_url, credential, options)
+    key = store_key(spec.platform, str(spec.base_url), spec.credential, spec.store_options)
+    return SharedSpec(spec, store, key)
 
-    def build(session: aiohttp.ClientSession, policy: Policy) -> TokenSource:
-        return SharedSource(factory(session, policy), store, key, policy)
 
-    return build
+@attrs.frozen
+class SharedSpec:
+    """A `SourceSpec` whose tokens a fleet shares through `store` under `key`: a value, as the
+    spec is, made into a `SharedSource` once the manager's session exists."""
+
+    spec: SourceSpec
+    store: TokenStore
+    key: str
+
+    def __call__(self, session: aiohttp.ClientSession, policy: Policy) -> TokenSource:
+        """The shared source, over `session`."""
+        return SharedSource(self.spec(session, policy), self.store, self.key, policy)
 
 
 class SharedSource:
     """A `TokenSource` that renews through a `TokenStore` first (see the module docstring)."""
 
-    keeps_session = False
+    keeps_session: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from .._credentials import ApiKey, BasicAuth, Credential, Jwt, PsToken
-from .._errors import InvalidResponseError, TokenStoreError
+from .._errors import InvalidResponseError
 from .._token import Token, decode_jwt
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "Hold",
     "StoreEntry",
     "TokenStore",
-    "TokenStoreError",
     "decode_entry",
     "decode_hold",
     "encode_entry",

@@ -42,7 +42,6 @@ __all__ = [
     "SourceFactory",
     "SourceSpec",
     "TokenSource",
-    "is_refusal",
 ]
 
 logger = logging.getLogger("aioica_auth")

@@ -34,14 +34,10 @@ from .urls import check_base_url, check_session, netrc_authorization
 
 __all__ = [
     "DEFAULT_TIMEOUT",
-    "MAX_TIMEOUT",
     "HttpCore",
     "Reply",
     "TokenEndpoints",
-    "check_base_url",  # re-exported until every importer names `urls`
-    "check_session",
     "decode_answer",
-    "netrc_authorization",
     "normalise_timeout",
 ]
 

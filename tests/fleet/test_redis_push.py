@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from aioica_auth import ApiKey, RedisTokenStore, SyncTokenManager, TokenManager
-from aioica_auth._fleet.store import TokenStoreError
+from aioica_auth import ApiKey, RedisTokenStore, SyncTokenManager, TokenManager, TokenStoreError
 from aioica_auth.testing import LocalIcaServer
 
 from ..redis_server import DEFAULT_PASSWORD, RULE_COMMANDS, RedisServer

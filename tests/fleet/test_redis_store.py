@@ -17,9 +17,8 @@ import pytest
 import redis
 import redis.asyncio
 
-from aioica_auth import ApiKey, RedisTokenStore, TokenManager
+from aioica_auth import ApiKey, RedisTokenStore, TokenManager, TokenStore, TokenStoreError
 from aioica_auth._fleet.redis_store import _Lease
-from aioica_auth._fleet.store import TokenStore, TokenStoreError
 from aioica_auth.testing import LocalIcaServer
 
 from ..redis_server import ACL_PASSWORD, DEFAULT_PASSWORD, RedisServer
