@@ -6,7 +6,7 @@ Layout, in one directory (`0700`, created if missing), per key:
                     written to a temporary file, fsynced and moved into place with
                     `os.replace`, so a reader sees the old entry or the new one, never half
     <key>.lock      the renewal lease: an exclusive `flock`, never waited for, and the lease's
-                    deadline (`_file_lease`). The OS drops the lock when its holder dies, so a
+                    deadline (`file_lease`). The OS drops the lock when its holder dies, so a
                     `kill -9` mid-mint frees the lease at once; a holder stopped or blocked
                     past its `ttl` has it taken over by the next `acquire`
     <key>.takeover  a `flock` held for microseconds, never waited for: the mutex under which
@@ -24,7 +24,7 @@ which bearer token the fleet sends. Every lock is checked, once taken, to be on 
 at its path (a lock file may be replaced or deleted in between).
 
 Threads: reads, publishes and housekeeping run on the store's own daemon threads
-(`_file_io.DaemonThreads`, at most 4), never the loop's default executor, so a slow disk
+(`file_io.DaemonThreads`, at most 4), never the loop's default executor, so a slow disk
 never blocks the event loop and a read stuck in the kernel (a hung network file system)
 costs only its call, which the manager bounds, never `asyncio.run`'s exit. Taking and
 releasing the lease are a few non-blocking calls, done inline so that a cancelled task
@@ -32,7 +32,7 @@ cannot leave a lock behind; `wait` polls two `lstat`s inline, every 5 to 25 ms (
 each on a local disk: keep the directory on one).
 
 Housekeeping: at most once per `_SWEEP_EVERY` s per store, a publish also starts a sweep of
-the directory in the background (`_file_lease.sweep`): keys whose entry expired a minute ago
+the directory in the background (`file_lease.sweep`): keys whose entry expired a minute ago
 and that nobody holds lose their files; stale temporary files go too.
 """
 
@@ -297,7 +297,7 @@ class FileTokenStore:
         self._sweeping = asyncio.ensure_future(self._sweep())
 
     async def _sweep(self) -> int:
-        """One sweep of the directory (see `_file_lease.sweep`); the files it deleted. Never
+        """One sweep of the directory (see `file_lease.sweep`); the files it deleted. Never
         raises: housekeeping failing is no reason to fail anything else."""
         try:
             return await self._threads.run(_file_lease.sweep, self.directory)

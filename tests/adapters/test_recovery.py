@@ -1,5 +1,5 @@
-"""The shared 401 rules (`_recovery.rules`): driven step by step with no I/O and a manual
-clock, and through both adapters over loopback."""
+"""The shared 401 rules (`_adapters.recovery.rules`): driven step by step with no I/O and a
+manual clock, and through both adapters over loopback."""
 
 from __future__ import annotations
 

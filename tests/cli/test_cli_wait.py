@@ -1,5 +1,5 @@
 """Failing fast, and never in silence (issue 19, item 7): `aioica-auth token` against a server
-that is not there, in subprocesses over loopback, timed; and `_cli_progress` in-process."""
+that is not there, in subprocesses over loopback, timed; and `_cli.progress` in-process."""
 
 from __future__ import annotations
 
