@@ -23,6 +23,8 @@ import asyncio
 import enum
 import logging
 
+import attrs
+
 from .._clock import Clock
 from .._errors import IcaError
 from .backoff import Severity, classify, unavailable
@@ -48,19 +50,15 @@ class Step(enum.Enum):
     FAILED = "failed"  # the renewal failed (the value: its IcaError)
 
 
+@attrs.define(eq=False, repr=False)
 class Acquire:
     """A caller's bounded wait, over one manager's slot, renewal and counters."""
 
-    __slots__ = ("_clock", "_counters", "_policy", "_renewal", "_slot")
-
-    def __init__(
-        self, slot: Slot, renewal: Renewal, clock: Clock, policy: Policy, counters: Counters
-    ) -> None:
-        self._slot = slot
-        self._renewal = renewal
-        self._clock = clock
-        self._policy = policy
-        self._counters = counters
+    _slot: Slot
+    _renewal: Renewal
+    _clock: Clock
+    _policy: Policy
+    _counters: Counters
 
     def ready(self, min_validity: float | None) -> Lease | None:
         """The slow path's first step, without a coroutine: the lease in use if it will do

@@ -9,8 +9,21 @@ from .lease import Provenance
 __all__ = ["Counters", "ManagerStats"]
 
 
+@attrs.define
+class _Counts:
+    """The counters' names, once for both classes below."""
+
+    mints: int = 0
+    refreshes: int = 0
+    keepalives: int = 0
+    failures: int = 0
+    waits: int = 0
+    invalidations: int = 0
+    shared: int = 0
+
+
 @attrs.frozen
-class ManagerStats:
+class ManagerStats(_Counts):
     """Counters of a manager's life so far.
 
     Attributes:
@@ -23,27 +36,11 @@ class ManagerStats:
         shared: Tokens taken from the fleet's `TokenStore`, published by another manager.
     """
 
-    mints: int = 0
-    refreshes: int = 0
-    keepalives: int = 0
-    failures: int = 0
-    waits: int = 0
-    invalidations: int = 0
-    shared: int = 0
-
 
 @attrs.define
-class Counters:
+class Counters(_Counts):
     """The live counters one manager's parts share (the slot, the renewal, the waits); typed
     fields, so that a misspelt counter is a type error, not a new key."""
-
-    mints: int = 0
-    refreshes: int = 0
-    keepalives: int = 0
-    failures: int = 0
-    waits: int = 0
-    invalidations: int = 0
-    shared: int = 0
 
     def adopted(self, provenance: Provenance) -> None:
         """Count a new token by where it came from (a given one is not counted)."""
