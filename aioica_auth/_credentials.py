@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -57,16 +57,24 @@ def _secret_repr(cls_name: str, secret: str, extra: str = "") -> str:
     return f"{cls_name}({extra}fingerprint={fingerprint(secret)!r})"
 
 
-@attrs.frozen(repr=False)
-class ApiKey:
-    """An Illumina API key, sent as `X-API-Key` to mint JWTs."""
+class _OneSecret:
+    """A credential that is one secret (the field `_secret` names): shown by its fingerprint."""
 
-    key: str = attrs.field(validator=_header_value)
+    __slots__ = ()
+    _secret: ClassVar[str]
 
     def __repr__(self) -> str:
-        return _secret_repr("ApiKey", self.key)
+        return _secret_repr(type(self).__name__, getattr(self, self._secret))
 
     __str__ = __repr__
+
+
+@attrs.frozen(repr=False)
+class ApiKey(_OneSecret):
+    """An Illumina API key, sent as `X-API-Key` to mint JWTs."""
+
+    _secret = "key"
+    key: str = attrs.field(validator=_header_value)
 
 
 @attrs.frozen(repr=False)
@@ -95,27 +103,19 @@ class BasicAuth:
 
 
 @attrs.frozen(repr=False)
-class PsToken:
+class PsToken(_OneSecret):
     """An Illumina psToken (a platform session token), sent as `Bearer` to mint JWTs."""
 
+    _secret = "token"
     token: str = attrs.field(validator=_header_value)
-
-    def __repr__(self) -> str:
-        return _secret_repr("PsToken", self.token)
-
-    __str__ = __repr__
 
 
 @attrs.frozen(repr=False)
-class Jwt:
+class Jwt(_OneSecret):
     """A JWT you already hold; the manager refreshes it for as long as the server allows."""
 
+    _secret = "token"
     token: str = attrs.field(validator=_header_value)
-
-    def __repr__(self) -> str:
-        return _secret_repr("Jwt", self.token)
-
-    __str__ = __repr__
 
 
 Credential = ApiKey | BasicAuth | PsToken | Jwt
