@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
+from ._events import Event, fields
 from ._manager import TokenManager
 from ._token import Token
 from ._wire.console import CONSOLE_BASE_URL
@@ -160,7 +161,11 @@ class SyncTokenManager:
         try:
             future.result(timeout=bound)
         except concurrent.futures.TimeoutError:
-            logger.warning("closing the token manager took over %g s: cancelled", bound)
+            logger.warning(
+                "closing the token manager took over %g s: cancelled",
+                bound,
+                extra=fields(Event.MANAGER_CLOSE_TIMEOUT, seconds=bound),
+            )
             future.cancel()  # `_run` awaits the cancelled close before the loop closes
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)

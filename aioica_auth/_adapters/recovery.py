@@ -55,6 +55,7 @@ from typing import Protocol
 import attrs
 
 from .._clock import Clock
+from .._events import Event, fields
 from .._lifecycle.lease import Lease, TokenState
 from .._lifecycle.policy import Policy
 from .._lifecycle.probe import Probe, ProbeState
@@ -243,9 +244,9 @@ class _Flow:
 
     def run(self) -> Rules:
         answer = yield from self._send((yield from self._acquire()))
-        why = yield from self._recover(answer)
-        if why is not None:
-            logger.debug("a 401 goes back to the caller: %s (%d sends)", why, self.sends)
+        if (why := (yield from self._recover(answer))) is not None:
+            ev = fields(Event.TOKEN_REFUSED_RETURNED, reason=why, sends=self.sends)
+            logger.debug("a 401 goes back to the caller: %s (%d sends)", why, self.sends, extra=ev)
 
     def _recover(self, answer: _Answer) -> Generator[Step, Lease | int | None, str | None]:
         """Follow the rules while the answer is a 401; why the last one goes back, or None."""
@@ -344,11 +345,10 @@ class _Flow:
                     yield Sleep(wait)
                 answer = yield from self._send(lease)
                 if answer.status != 401:
-                    logger.info(
-                        "token %s accepted %.2f s after issue (resource clock lag)",
-                        lease.token.fingerprint,
-                        lease.age(lease.now(self.source.clock)),
-                    )
+                    age, token = lease.age(lease.now(self.source.clock)), lease.token.fingerprint
+                    ev = fields(Event.TOKEN_ACCEPTED_LATE, token_id=token, age=age)
+                    msg = "token %s accepted %.2f s after issue (resource clock lag)"
+                    logger.info(msg, token, age, extra=ev)
                     break
                 if not self.replayable():
                     break

@@ -42,6 +42,7 @@ import attrs
 
 from .._credentials import Credential, Jwt
 from .._errors import DiscoveryError
+from .._events import Event, fields
 from .._wire.urls import check_base_url
 from .files import Note, expired, host_url, private_file_note
 from .search import CONSOLE, ICA, Search, home_of
@@ -233,5 +234,6 @@ def environment_credentials(
             "process already has this one token; set ICAV2_X_API_KEY (an API key) to share "
             "minted tokens",
             credential_source(found),
+            extra=fields(Event.DISCOVERY_JWT_WITHOUT_STORE, source=credential_source(found)),
         )
     return found

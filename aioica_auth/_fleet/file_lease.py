@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .._errors import TokenStoreError
+from .._events import Event, fields
 from .file_io import ENTRY_HEADER, is_current, lock_current, open_checked
 
 if sys.platform != "win32":
@@ -138,6 +139,11 @@ def _take_over(directory: Path, key: str, ttl: float) -> tuple[Lease | None, flo
         "took over the token store's renewal lease from process %s (%s): stopped or blocked?",
         holder or "?",
         late,
+        extra=fields(
+            Event.STORE_LEASE_TAKEN_OVER,
+            holder=holder,
+            late=None if deadline is None else now - deadline,
+        ),
     )
     return Lease(new), None
 

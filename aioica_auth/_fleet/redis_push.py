@@ -37,6 +37,7 @@ from typing import Any
 import attrs
 
 from .._errors import TokenStoreError
+from .._events import Event, fields
 from .redis_client import describe
 
 __all__ = ["Listener", "Loops", "Mark", "Share", "loop_guard"]
@@ -172,7 +173,11 @@ class Listener:
             # Also after redis-py reconnected by itself and subscribed again: messages
             # may have been lost meanwhile, so this is a new epoch.
             if self._warned:
-                logger.info("Redis at %s: push notifications are back", self._where)
+                logger.info(
+                    "Redis at %s: push notifications are back",
+                    self._where,
+                    extra=fields(Event.STORE_PUSH_RECOVERED, where=self._where),
+                )
             self._change(up=True)
             return True
         if kind in ("pmessage", b"pmessage"):
@@ -195,7 +200,12 @@ class Listener:
         reason = describe(exc)[0]
         if self._warned:
             logger.debug(
-                "Redis at %s: push notifications still unavailable (%s)", self._where, reason
+                "Redis at %s: push notifications still unavailable (%s)",
+                self._where,
+                reason,
+                extra=fields(
+                    Event.STORE_PUSH_UNAVAILABLE, where=self._where, reason=reason, first=False
+                ),
             )
             return
         self._warned = True
@@ -208,6 +218,9 @@ class Listener:
             "they are back",
             self._where,
             reason,
+            extra=fields(
+                Event.STORE_PUSH_UNAVAILABLE, where=self._where, reason=reason, first=True
+            ),
         )
 
     def _change(self, *, up: bool) -> None:
@@ -275,7 +288,10 @@ class Share:
             try:
                 await self.client.aclose()
             except Exception:  # noqa: BLE001 - closing: nothing to report, nothing to leak
-                logger.debug("closing a Redis client failed")
+                logger.debug(
+                    "closing a Redis client failed",
+                    extra=fields(Event.STORE_CLIENT_DROPPED, reason="close failed"),
+                )
 
 
 class Loops:
@@ -367,4 +383,7 @@ class Loops:
         (their connections cannot be closed on a closed loop). Under the lock."""
         for loop in [loop for loop in self.shares if loop.is_closed()]:
             del self.shares[loop]
-            logger.debug("RedisTokenStore: dropped the client of a closed event loop")
+            logger.debug(
+                "RedisTokenStore: dropped the client of a closed event loop",
+                extra=fields(Event.STORE_CLIENT_DROPPED, reason="event loop closed"),
+            )

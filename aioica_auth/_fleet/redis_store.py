@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from .._errors import TokenStoreError
+from .._events import Event, fields
 from .redis_client import as_bytes, from_url, store_error, where
 from .redis_push import Listener, Loops, Mark, Share
 
@@ -255,7 +256,9 @@ class RedisTokenStore:
         taken = await self._call(
             "acquire", lambda: here.client.set(lease.name, lease.token, nx=True, px=ms)
         )
-        logger.debug("store lease %s…: %s", key[:8], "taken" if taken else "held by another")
+        outcome, said = ("taken", "taken") if taken else ("held", "held by another")
+        extra = fields(Event.STORE_LEASE, key=key[:8], outcome=outcome)
+        logger.debug("store lease %s…: %s", key[:8], said, extra=extra)
         if taken:
             return lease
         # The holder's lease lapses within `ttl` at the latest (the fleet's managers all use
@@ -279,7 +282,9 @@ class RedisTokenStore:
         here = await self._here()
         args = [handle.token, self._channel(key)]
         freed = await self._call("release", lambda: here.scripts[1](keys=[handle.name], args=args))
-        logger.debug("store lease %s…: %s", key[:8], "released" if freed else "had run out")
+        outcome, said = ("released", "released") if freed else ("ran_out", "had run out")
+        extra = fields(Event.STORE_LEASE, key=key[:8], outcome=outcome)
+        logger.debug("store lease %s…: %s", key[:8], said, extra=extra)
 
     async def publish(self, key: str, entry: bytes, *, expires_at: float) -> bool:
         """Store `entry` for `key` unless the stored one expires at or after `expires_at`.
@@ -300,15 +305,18 @@ class RedisTokenStore:
         here = await self._here()
         ms = math.ceil((expires_at - time.time()) * 1000)
         if ms <= 0:
-            logger.debug("store entry %s…: not published, its token has expired", key[:8])
+            extra = fields(Event.STORE_PUBLISH, key=key[:8], outcome="expired")
+            msg = "store entry %s…: not published, its token has expired"
+            logger.debug(msg, key[:8], extra=extra)
             return False
         args: list[bytes | str | int] = [repr(float(expires_at)), entry, ms, self._channel(key)]
         stored = bool(
             await self._call("publish", lambda: here.scripts[0]([self._token_key(key)], args))
         )
-        logger.debug(
-            "store entry %s…: %s", key[:8], "published" if stored else "a later one is stored"
-        )
+        outcome = "published" if stored else "superseded"
+        said = "published" if stored else "a later one is stored"
+        extra = fields(Event.STORE_PUBLISH, key=key[:8], outcome=outcome)
+        logger.debug("store entry %s…: %s", key[:8], said, extra=extra)
         return stored
 
     async def wait(self, key: str, within: float) -> None:

@@ -48,6 +48,7 @@ import attrs
 from .._clock import Clock, Exchange, SystemClock
 from .._credentials import PsToken
 from .._errors import ApiError, TokenStoreError, error_class
+from .._events import Event, fields
 from .._lifecycle.backoff import is_refusal
 from .._lifecycle.policy import Policy
 from .._lifecycle.sources import Issued, SourceFactory, SourceSpec, TokenSource
@@ -200,6 +201,7 @@ class SharedSource:
                     "the token store's renewal lease was held for %.1f s with nothing "
                     "published: renewing on our own",
                     self.patience,
+                    extra=fields(Event.STORE_LEASE_WAITED_OUT, patience=self.patience),
                 )
                 return await self._mint(current)
             polled = clock.monotonic()
@@ -296,7 +298,11 @@ class SharedSource:
             self._report(raw, "store entry holds an expired token")
             return None
         if timing.refresh_at <= mono:
-            logger.debug("shared token %s is due for renewal: renewing", token.fingerprint)
+            logger.debug(
+                "shared token %s is due for renewal: renewing",
+                token.fingerprint,
+                extra=fields(Event.STORE_ENTRY_DUE, token_id=token.fingerprint),
+            )
             return None
         return Issued(token, exchange, minted=False, shared=True)
 
@@ -325,7 +331,16 @@ class SharedSource:
             self._store_failed(exc)
         else:
             if not stored:
-                logger.debug("token %s not published: the store holds a later one", token)
+                logger.debug(
+                    "token %s not published: the store holds a later one",
+                    token,
+                    extra=fields(
+                        Event.STORE_PUBLISH,
+                        key=self.key[:8],
+                        outcome="superseded",
+                        token_id=token.fingerprint,
+                    ),
+                )
 
     # -- store calls and their failures ------------------------------------------------------
 
@@ -347,7 +362,11 @@ class SharedSource:
             raise TokenStoreError(msg) from None
         if self.down:
             self.down = False
-            logger.warning("token store %r answers again: sharing tokens", self.store)
+            logger.warning(
+                "token store %r answers again: sharing tokens",
+                self.store,
+                extra=fields(Event.STORE_RECOVERED, store=repr(self.store)),
+            )
         return result
 
     def _store_failed(self, exc: TokenStoreError) -> None:
@@ -357,16 +376,30 @@ class SharedSource:
                 "token store %r failed (%s): renewing on our own until it answers",
                 self.store,
                 exc,
+                extra=fields(
+                    Event.STORE_DEGRADED, store=repr(self.store), reason=str(exc), first=True
+                ),
             )
         else:
-            logger.debug("token store %r still failing (%s)", self.store, exc)
+            logger.debug(
+                "token store %r still failing (%s)",
+                self.store,
+                exc,
+                extra=fields(
+                    Event.STORE_DEGRADED, store=repr(self.store), reason=str(exc), first=False
+                ),
+            )
 
     def _report(self, raw: bytes, why: str) -> None:
         digest = hashlib.sha256(raw).digest()[:8]
         if digest in self._reported:
             return
         self._reported.append(digest)
-        logger.warning("ignored the token store's entry: %s", why)
+        logger.warning(
+            "ignored the token store's entry: %s",
+            why,
+            extra=fields(Event.STORE_ENTRY_IGNORED, reason=why),
+        )
 
 
 def _offset_of(issued: Issued) -> float | None:

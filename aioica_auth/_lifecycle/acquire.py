@@ -27,6 +27,7 @@ import attrs
 
 from .._clock import Clock
 from .._errors import IcaError
+from .._events import Event, fields
 from .backoff import Severity, classify, unavailable
 from .lease import Lease, Provenance, TokenState
 from .policy import Policy
@@ -244,7 +245,18 @@ class Acquire:
         if lease is not None and self._live(lease):
             return lease
         timeout = self._policy.acquire_timeout
-        raise unavailable(cause, timeout, in_flight=in_flight, waiting_for=waiting_for) from cause
+        error = unavailable(cause, timeout, in_flight=in_flight, waiting_for=waiting_for)
+        logger.debug(
+            "a caller gets no token: %s",
+            error,
+            extra=fields(
+                Event.TOKEN_EXPIRED_UNAVAILABLE,
+                reason=str(error),
+                had_token=lease is not None,
+                in_flight=in_flight,
+            ),
+        )
+        raise error from cause
 
 
 def check_min_validity(value: float | None) -> float | None:
@@ -293,4 +305,11 @@ def note_short(lease: Lease, now: float, need: float) -> None:
         lease.token.fingerprint,
         lease.validity(now),
         lease.initial_validity,
+        extra=fields(
+            Event.TOKEN_SERVED_SHORT,
+            token_id=lease.token.fingerprint,
+            min_validity=need,
+            validity=lease.validity(now),
+            lifetime=lease.initial_validity,
+        ),
     )

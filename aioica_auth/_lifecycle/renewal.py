@@ -20,7 +20,8 @@ import aiohttp
 import attrs
 
 from .._clock import Clock
-from .._errors import IcaError, TokenUnavailableError, TransportTimeoutError
+from .._errors import ApiError, IcaError, TokenUnavailableError, TransportTimeoutError
+from .._events import Event, fields
 from .._token import Token
 from .backoff import Backoff, SoftFailureError
 from .flight import Landing, Outcome, SingleFlight
@@ -162,7 +163,9 @@ class Renewal:
         session = self._session
         if session is not None and not session.closed:
             await session.close()
-            logger.debug("token manager closed its session")
+            logger.debug(
+                "token manager closed its session", extra=fields(Event.HTTP_SESSION_CLOSED)
+            )
 
     async def aclose(self) -> None:
         """Cancel and await the scheduler and the renewal, revoke `revoke_target`, release.
@@ -238,7 +241,11 @@ class Renewal:
             await asyncio.sleep(hold)  # not valid yet: callers keep the old token meanwhile
         failures = self.backoff.succeeded()
         if failures > 1:
-            logger.info("token renewal recovered after %d failures", failures)
+            logger.info(
+                "token renewal recovered after %d failures",
+                failures,
+                extra=fields(Event.TOKEN_RENEWAL_RECOVERED, failures=failures),
+            )
         if self.source.keeps_session:
             self.next_keepalive = clock.monotonic() + self.policy.keepalive_interval
         if not self._slot.closed:
@@ -281,14 +288,24 @@ class Renewal:
         now = self._clock.monotonic()
         starving = current is None or not current.state(current.now(self._clock)).live
         delay = self.backoff.failed(exc, now, lifetime, starving=starving)
-        left = f"{current.validity(now):.1f} s" if current is not None else "no token"
-        log = logger.warning if self.backoff.failures == 1 else logger.debug
-        log(
+        validity = current.validity(now) if current is not None else None
+        left = f"{validity:.1f} s" if validity is not None else "no token"
+        attempt = self.backoff.failures
+        logger.log(
+            logging.WARNING if attempt == 1 else logging.DEBUG,
             "token renewal failed (%s); attempt %d, next in %.2f s; current token: %s",
             exc,
-            self.backoff.failures,
+            attempt,
             delay,
             left,
+            extra=fields(
+                Event.TOKEN_RENEWAL_FAILED,
+                reason=str(exc),
+                attempt=attempt,
+                next_in=delay,
+                validity=validity,
+                status=exc.status if isinstance(exc, ApiError) else None,
+            ),
         )
 
     # -- sessions and revocation ------------------------------------------------------------
@@ -303,7 +320,12 @@ class Renewal:
         except (IcaError, TimeoutError) as exc:
             retry = min(self.policy.keepalive_interval, 30.0)
             self.next_keepalive = clock.monotonic() + retry
-            logger.warning("psToken session keep-alive failed (%s); retrying in %.1f s", exc, retry)
+            logger.warning(
+                "psToken session keep-alive failed (%s); retrying in %.1f s",
+                exc,
+                retry,
+                extra=fields(Event.SESSION_KEEPALIVE_FAILED, reason=str(exc), retry_in=retry),
+            )
             if isinstance(exc, TokenUnavailableError):
                 self.backoff.remember(exc, clock.monotonic())
         else:
@@ -316,9 +338,20 @@ class Renewal:
             async with asyncio.timeout(self.policy.request_timeout + 1):
                 await self.source.revoke(token)
         except (IcaError, TimeoutError) as exc:
-            logger.warning("revoking token %s on close failed: %s", token.fingerprint, exc)
+            logger.warning(
+                "revoking token %s on close failed: %s",
+                token.fingerprint,
+                exc,
+                extra=fields(
+                    Event.TOKEN_REVOKE_FAILED, token_id=token.fingerprint, reason=str(exc)
+                ),
+            )
         else:
-            logger.info("revoked token %s", token.fingerprint)
+            logger.info(
+                "revoked token %s",
+                token.fingerprint,
+                extra=fields(Event.TOKEN_REVOKED, token_id=token.fingerprint),
+            )
 
 
 def _judged(outcome: Outcome[Lease]) -> Lease | IcaError:
@@ -338,4 +371,9 @@ def _judged(outcome: Outcome[Lease]) -> Lease | IcaError:
 
 def _log_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
-        logger.error("token refresh scheduler stopped: %r", exc, exc_info=exc)
+        logger.error(
+            "token refresh scheduler stopped: %r",
+            exc,
+            exc_info=exc,
+            extra=fields(Event.MANAGER_SCHEDULER_STOPPED, error=type(exc).__name__),
+        )

@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable
 
 from .._clock import Clock
+from .._events import Event, fields
 from .._token import Token
 from .lease import Lease, Provenance
 from .maturity import Bridge
@@ -84,13 +85,22 @@ class Slot:
         timing = lease.timing
         lifetime = "unknown" if timing.lifetime is None else f"{timing.lifetime:.1f} s"
         skew = "" if timing.skew is None else f", server clock {timing.skew:+.0f} s from ours"
+        refresh_in = timing.refresh_at - lease.now(self._clock)
         logger.info(
             "%s token %s (lifetime %s, refresh in %.1f s%s)",
             "using given" if lease.provenance is Provenance.GIVEN else lease.provenance.value,
             lease.token.fingerprint,
             lifetime,
-            timing.refresh_at - lease.now(self._clock),
+            refresh_in,
             skew,
+            extra=fields(
+                Event.TOKEN_RENEWED,
+                token_id=lease.token.fingerprint,
+                provenance=lease.provenance.value,
+                lifetime=timing.lifetime,
+                refresh_in=refresh_in,
+                skew=timing.skew,
+            ),
         )
         if self._on_token is not None and self._loop is not None:
             self._loop.call_soon(self._notify, lease.token)
@@ -136,6 +146,7 @@ class Slot:
                 "token %s re-judged",
                 drift,
                 lease.token.fingerprint,
+                extra=fields(Event.TOKEN_CLOCK_JUMP, token_id=lease.token.fingerprint, drift=drift),
             )
             self.serve(lease)
 
@@ -153,7 +164,11 @@ class Slot:
             lease.refused, self.lease = True, None
             self.retire()
         self._counters.invalidations += 1
-        logger.info("token %s refused by a resource: dropped", lease.token.fingerprint)
+        logger.info(
+            "token %s refused by a resource: dropped",
+            lease.token.fingerprint,
+            extra=fields(Event.TOKEN_INVALIDATED, token_id=lease.token.fingerprint),
+        )
         return lease
 
     def close(self) -> Lease | None:
@@ -168,4 +183,8 @@ class Slot:
         try:
             self._on_token(token)
         except Exception:
-            logger.exception("on_token callback failed for token %s", token.fingerprint)
+            logger.exception(
+                "on_token callback failed for token %s",
+                token.fingerprint,
+                extra=fields(Event.TOKEN_CALLBACK_FAILED, token_id=token.fingerprint),
+            )

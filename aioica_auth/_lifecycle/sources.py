@@ -24,8 +24,9 @@ import yarl
 
 from .._checks import check_text
 from .._clock import Exchange
-from .._credentials import ApiKey, BasicAuth, Jwt, PsToken
+from .._credentials import ApiKey, BasicAuth, Jwt, PsToken, fingerprint
 from .._errors import ApiError, InvalidResponseError, TokenUnavailableError
+from .._events import Event, fields
 from .._token import Token, decode_jwt
 from .._wire.console import ConsoleTokenApi, MintOptions
 from .._wire.ica import IcaTokenApi
@@ -139,6 +140,9 @@ class IcaRefreshSource(_NoSession):
                     "refresh of token %s refused (HTTP %d): minting anew",
                     current.fingerprint,
                     exc.status,
+                    extra=fields(
+                        Event.TOKEN_REFRESH_REFUSED, token_id=current.fingerprint, status=exc.status
+                    ),
                 )
             else:
                 return Issued(token, reply.exchange, minted=False)
@@ -231,7 +235,11 @@ class ConsoleSessionSource:
         new = response.access_token
         if new and new != self.ps_token.token:
             self.ps_token = PsToken(new)
-            logger.info("psToken session renewed with a new psToken %s", self.ps_token)
+            logger.info(
+                "psToken session renewed with a new psToken %s",
+                self.ps_token,
+                extra=fields(Event.SESSION_RENEWED, ps_token_id=fingerprint(new)),
+            )
 
     async def revoke(self, token: Token) -> None:
         await self.api.revoke_token(token)

@@ -27,6 +27,7 @@ import yarl
 from .._checks import MAX_TIMEOUT
 from .._clock import Exchange
 from .._errors import InvalidResponseError, TransportError
+from .._events import Event, fields
 from .._token import Token, decode_jwt
 from .answers import Answer, api_error, parse_http_date, structure, success_body, with_escapes
 from .transport import session_closed, transport_error
@@ -140,7 +141,17 @@ class HttpCore:
         wall = time.time()
         server_time = parse_http_date(answer.date)
         status = answer.status
-        logger.debug("%s %s -> %d in %.1f ms", method, path, status, (received_at - sent_at) * 1e3)
+        took = received_at - sent_at
+        logger.debug(
+            "%s %s -> %d in %.1f ms",
+            method,
+            path,
+            status,
+            took * 1e3,
+            extra=fields(
+                Event.HTTP_REQUEST, method=method, path=path, status=status, duration=took
+            ),
+        )
         if status not in ok:
             raise api_error(answer, method, shown, with_escapes(secrets), server_time)
         body = success_body(answer, method, shown, secrets)
