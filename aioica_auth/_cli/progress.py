@@ -18,10 +18,11 @@
   second puts nothing in a script's log. `-q` silences them; errors are still said.
 
 The manager's failed attempts are observed through the `aioica_auth` logger, whose
-"token renewal failed" records carry the failure and the delay before the next attempt
-(`_lifecycle.renewal.Renewal._failed`). A filter on that logger sees them, including the
-DEBUG ones, by lowering the logger's level while a wait is watched; it passes on only what the
-level before would have passed, so no handler sees a record it would not have seen.
+`token.renewal_failed` records (`record.event`) carry the failure among their arguments and the
+delay before the next attempt as `record.next_in` (`_lifecycle.renewal.Renewal._failed`): the
+event, not the wording, is matched. A filter on that logger sees them, including the DEBUG
+ones, by lowering the logger's level while a wait is watched; it passes on only what the level
+before would have passed, so no handler sees a record it would not have seen.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from collections.abc import Awaitable
 from typing import TextIO, TypeVar
 
 from .._errors import IcaError, RateLimitError, TokenUnavailableError, TransportError
+from .._events import Event
 from .._lifecycle.backoff import Severity, classify
 from .base import PROG, Failure
 
@@ -53,7 +55,6 @@ SILENT_FOR = 1.0  # seconds of waiting before the first status line
 # another run's renewal) is said after this long: a second of a loaded machine is no news.
 SILENT_FOR_IN_LOGS = 5.0
 _TICK = 1.0  # seconds between two refreshes of a terminal's status line
-_RENEWAL_FAILED = "token renewal failed"
 _REQUEST = re.compile(r"^[A-Z]+ \S+: ")  # "POST https://host/ica/rest/api/tokens: "
 
 logger = logging.getLogger("aioica_auth")
@@ -173,7 +174,7 @@ def _isatty(stream: TextIO) -> bool:
 
 
 class _Observer(logging.Filter):
-    """On the `aioica_auth` logger: hands each "token renewal failed" record to the watch of
+    """On the `aioica_auth` logger: hands each `token.renewal_failed` record to the watch of
     the thread that logged it, and passes on only records at or above `floor` (the level the
     logger had before it was lowered to see the DEBUG ones)."""
 
@@ -184,10 +185,11 @@ class _Observer(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         watched = self.watches.get(record.thread or 0)
-        if watched is not None and str(record.msg).startswith(_RENEWAL_FAILED):
+        if watched is not None and getattr(record, "event", None) == Event.TOKEN_RENEWAL_FAILED:
             args = record.args if isinstance(record.args, tuple) else ()
             exc = next((a for a in args if isinstance(a, IcaError)), None)
-            delay = args[2] if len(args) > 2 and isinstance(args[2], int | float) else 0.0
+            delay = getattr(record, "next_in", None)
+            delay = delay if isinstance(delay, int | float) else 0.0
             if exc is not None:
                 watch, loop = watched
                 watch.failed(exc, float(delay), loop.time())

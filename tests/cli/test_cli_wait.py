@@ -19,6 +19,7 @@ from aioica_auth import TransportError
 from aioica_auth._cli.base import Failure
 from aioica_auth._cli.progress import FAST_ATTEMPTS, Watch, within_timeout
 from aioica_auth._errors import ServerError, TokenUnavailableError
+from aioica_auth._events import Event, fields
 from aioica_auth.testing import LocalIcaServer
 
 from ..support import find_secret, free_port, run_cli, server_tls
@@ -287,9 +288,10 @@ def test_status_line_on_a_terminal() -> None:
 
 
 async def test_within_timeout_gives_up_on_logged_failures() -> None:
-    """The manager's "token renewal failed" records (WARNING, then DEBUG) end the wait after
-    three refused attempts; the logger's level and filters are as before afterwards, and a
-    DEBUG record reaches no handler that would not have seen it."""
+    """The manager's `token.renewal_failed` records (WARNING, then DEBUG) end the wait after
+    three refused attempts, matched by their event (not their wording) and timed by `next_in`;
+    the logger's level and filters are as before afterwards, and a DEBUG record reaches no
+    handler that would not have seen it."""
     aioica = logging.getLogger("aioica_auth")
     aioica.setLevel(logging.WARNING)  # as in a program that did not ask for DEBUG
     seen: list[logging.LogRecord] = []
@@ -302,8 +304,11 @@ async def test_within_timeout_gives_up_on_logged_failures() -> None:
     async def manager() -> None:
         for attempt in (1, 2, 3, 4):
             log = aioica.warning if attempt == 1 else aioica.debug
+            exc = _refused()
+            extra = fields(Event.TOKEN_RENEWAL_FAILED, reason=str(exc), attempt=attempt,
+                           next_in=0.01, validity=None, status=None)  # fmt: skip
             log("token renewal failed (%s); attempt %d, next in %.2f s; current token: %s",
-                _refused(), attempt, 0.01, "no token")  # fmt: skip
+                exc, attempt, 0.01, "no token", extra=extra)  # fmt: skip
             await asyncio.sleep(0.01)
         await asyncio.sleep(60)
 
