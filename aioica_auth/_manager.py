@@ -31,19 +31,19 @@ import yarl
 
 from ._adapters.middleware import BearerMiddleware
 from ._adapters.view import LeaseView
+from ._checks import check_text
 from ._clock import Clock, SystemClock
 from ._credentials import ApiKey, BasicAuth, Jwt, PsToken
 from ._fleet.shared import shared
 from ._fleet.store import TokenStore
 from ._lifecycle.acquire import Acquire
-from ._lifecycle.backoff import Backoff
-from ._lifecycle.lease import Lease, Provenance
+from ._lifecycle.engine import assemble, telemetry_for
+from ._lifecycle.lease import Lease
 from ._lifecycle.policy import Policy
 from ._lifecycle.renewal import Renewal
 from ._lifecycle.slot import Slot
 from ._lifecycle.sources import SourceFactory, SourceSpec
 from ._lifecycle.stats import Counters, ManagerStats
-from ._lifecycle.timing import Timing
 from ._token import Token
 from ._wire.console import CONSOLE_BASE_URL, MintOptions
 from ._wire.ica import ICA_BASE_URL
@@ -96,6 +96,7 @@ class TokenManager:
         on_token: Callable[[Token], object] | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        name: str = "default",
     ) -> None:
         """`clock` (with `monotonic()` and `time()`) and `rng` are for tests: an injected
         clock and a seeded random source make timing and jitter exact."""
@@ -105,6 +106,9 @@ class TokenManager:
             msg = "on_token must be callable"
             raise TypeError(msg)
         self._policy = policy or Policy()
+        # A spec knows its platform; a test's own factory is taken for ICA's.
+        platform = getattr(source_factory, "platform", "ica")
+        self._telemetry = telemetry_for(platform, check_text(name, "name"))
         self._source_factory = source_factory
         self._base_url = base_url
         self._session = session
@@ -135,6 +139,7 @@ class TokenManager:
         session: aiohttp.ClientSession | None = None,
         on_token: Callable[[Token], object] | None = None,
         store: TokenStore | None = None,
+        name: str = "default",
         **policy: Any,
     ) -> TokenManager:
         """A manager for ICA v2 (`/ica/rest/api/tokens`).
@@ -151,6 +156,8 @@ class TokenManager:
             store: A `TokenStore` (`FileTokenStore`, `RedisTokenStore`) shared by the
                 managers of a fleet, so that they make about one token request per refresh
                 in all; yours to close. Not for a `Jwt`.
+            name: Tells this manager's metrics and spans from other managers' of the process
+                (the attribute `aioica_auth.manager`; README "Observability").
             **policy: Any `Policy` field: `refresh_margin`, `min_validity`, `leeway`, ...
                 (`revoke_on_close` is for the console: ICA v2 has no revoke endpoint).
 
@@ -163,9 +170,10 @@ class TokenManager:
         if rules.revoke_on_close:
             msg = "revoke_on_close is for the console (for_console): ICA v2 cannot revoke a JWT"
             raise ValueError(msg)
-        spec = SourceSpec.ica(credential, url, tenant)
-        factory = shared(spec, store)
-        return cls._build(factory, base_url=url, session=session, policy=rules, on_token=on_token)
+        factory = shared(SourceSpec.ica(credential, url, tenant), store)
+        return cls._build(
+            factory, base_url=url, session=session, policy=rules, on_token=on_token, name=name
+        )
 
     @classmethod
     def for_console(
@@ -182,6 +190,7 @@ class TokenManager:
         cid: str | None = None,
         on_token: Callable[[Token], object] | None = None,
         store: TokenStore | None = None,
+        name: str = "default",
         **policy: Any,
     ) -> TokenManager:
         """A manager for the console v1 (`/v1/tokens`).
@@ -197,6 +206,7 @@ class TokenManager:
             on_token: Called with each new `Token`, outside the refresh path.
             store: As in `for_ica`; not for a `PsToken` (its session is one manager's), nor
                 with `revoke_on_close` (the stored token is every sharing manager's).
+            name: As in `for_ica`.
             **policy: Any `Policy` field, including `keepalive_interval` and
                 `revoke_on_close`.
 
@@ -214,7 +224,9 @@ class TokenManager:
             raise ValueError(msg)
         options = MintOptions(client_id, domain, data, scopes, cwid, cid)
         factory = shared(SourceSpec.console(credential, url, options), store)
-        return cls._build(factory, base_url=url, session=session, policy=rules, on_token=on_token)
+        return cls._build(
+            factory, base_url=url, session=session, policy=rules, on_token=on_token, name=name
+        )
 
     @classmethod
     def from_environment(cls, *, console: bool = False, **kwargs: Any) -> TokenManager:
@@ -374,6 +386,7 @@ class TokenManager:
                 renewal.revoke_target = lease
         if renewal is not None:
             await renewal.aclose()
+        self._telemetry.close()
 
     def __repr__(self) -> str:
         lease = self._slot.lease
@@ -422,17 +435,10 @@ class TokenManager:
         owned = None if session is self._session else session  # made here: closed in aclose()
         source = self._source_factory(session, self._policy)
         self._loop, self._session = loop, session
-        slot, counters, clock = self._slot, self._counters, self._clock
-        slot.bind(loop, self._publish)
-        backoff = Backoff(self._policy, self._rng)
-        renewal = Renewal(loop, source, self._policy, backoff, clock, slot, counters, session=owned)
-        self._renewal = renewal
-        self._acquire = acquire = Acquire(slot, renewal, clock, self._policy, counters)
+        self._slot.bind(loop, self._publish)
+        parts = self._policy, self._rng, self._clock, self._slot, self._counters
+        telemetry = self._telemetry
+        self._renewal, acquire = assemble(loop, source, *parts, session=owned, telemetry=telemetry)
+        self._acquire = acquire
         self._lifecycle = Lifecycle.OPEN
-        given = source.initial()
-        if given is not None:
-            now = clock.monotonic(), clock.time()
-            timing = Timing.of(given, None, self._policy, rng=self._rng, now=now)
-            slot.adopt(Lease(given, timing, Provenance.GIVEN, now[0], now[1] - now[0]))
-            renewal.schedule()
         return acquire

@@ -16,7 +16,17 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "aioica_auth"
 VALUES = frozenset(
-    ("_errors", "_checks", "_credentials", "_models", "_token", "_clock", "_version", "_events")
+    {
+        "_errors",
+        "_checks",
+        "_credentials",
+        "_models",
+        "_token",
+        "_clock",
+        "_version",
+        "_events",
+        "_observe",
+    }
 )
 CORE = ("_wire", "_discovery", "_lifecycle", "_fleet", "_adapters", "_manager", "_sync")
 # layer -> the layers it may import besides its own (LAYOUT.md section 2), with two departures:

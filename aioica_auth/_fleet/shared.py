@@ -53,6 +53,7 @@ from .._lifecycle.backoff import is_refusal
 from .._lifecycle.policy import Policy
 from .._lifecycle.sources import Issued, SourceFactory, SourceSpec, TokenSource
 from .._lifecycle.timing import Timing
+from .._observe import OBSERVER, StoreOperation, leased
 from .._token import Token, epoch
 from .store import (
     BadEntryError,
@@ -112,6 +113,11 @@ class SharedSpec:
     spec: SourceSpec
     store: TokenStore
     key: str
+
+    @property
+    def platform(self) -> str:
+        """The spec's platform, `ica` or `console`."""
+        return self.spec.platform
 
     def __call__(self, session: aiohttp.ClientSession, policy: Policy) -> TokenSource:
         """The shared source, over `session`."""
@@ -192,9 +198,10 @@ class SharedSource:
             found = await self._adoptable(current)
             if found is not None:
                 return found
-            handle = await self._op(self.store.acquire(self.key, self.lease_ttl))
+            handle = await self._op(self.store.acquire(self.key, self.lease_ttl), "lease")
             if handle is not None:
-                return await self._as_holder(current, handle)
+                with leased():
+                    return await self._as_holder(current, handle)
             left = give_up - clock.monotonic()
             if left <= 0:
                 logger.warning(
@@ -208,7 +215,7 @@ class SharedSource:
             self.waiting_for = WAITING_FOR_LEASE
             try:
                 # Within half the call bound: a quiet wait must not look like a hung store.
-                await self._op(self.store.wait(self.key, min(left, self.op_timeout / 2)))
+                await self._op(self.store.wait(self.key, min(left, self.op_timeout / 2)), "wait")
             finally:
                 self.waiting_for = None
             rest = _MIN_POLL - (clock.monotonic() - polled)
@@ -273,7 +280,7 @@ class SharedSource:
 
     async def _adoptable(self, current: Token | None) -> Issued | None:
         """The store's token as an `Issued`, if the manager's rules let it be adopted."""
-        raw = await self._op(self.store.read(self.key))
+        raw = await self._op(self.store.read(self.key), "adopt")
         if raw is None:
             return None
         try:
@@ -324,8 +331,9 @@ class SharedSource:
             return  # nothing to fence with; such tokens are not shared
         entry = encode_entry(self.key, token, skew, self.clock.time())
         try:
+            expires_at = token.expires_at.timestamp()
             stored = await self._op(
-                self.store.publish(self.key, entry, expires_at=token.expires_at.timestamp())
+                self.store.publish(self.key, entry, expires_at=expires_at), "publish"
             )
         except TokenStoreError as exc:
             self._store_failed(exc)
@@ -344,11 +352,31 @@ class SharedSource:
 
     # -- store calls and their failures ------------------------------------------------------
 
-    async def _op(self, call: Awaitable[_T]) -> _T:
-        """One store call, bounded; any failure as a `TokenStoreError` naming only its kind."""
+    async def _op(self, call: Awaitable[_T], operation: StoreOperation | None = None) -> _T:
+        """One store call, bounded; any failure as a `TokenStoreError` naming only its kind.
+        An `operation` named is told to the observer of the renewal, if any (`_observe`)."""
+        observer = OBSERVER.get() if operation is not None else None
+        try:
+            result = await self._bounded(call)
+        except TokenStoreError:
+            if observer is not None and operation is not None:
+                observer.store(operation, ok=False)
+            raise
+        if observer is not None and operation is not None:
+            observer.store(operation, ok=True)
+        if self.down:
+            self.down = False
+            logger.warning(
+                "token store %r answers again: sharing tokens",
+                self.store,
+                extra=fields(Event.STORE_RECOVERED, store=repr(self.store)),
+            )
+        return result
+
+    async def _bounded(self, call: Awaitable[_T]) -> _T:
         try:
             async with asyncio.timeout(self.op_timeout):
-                result = await call
+                return await call
         except TokenStoreError:
             raise
         except TimeoutError:
@@ -360,14 +388,6 @@ class SharedSource:
         except Exception as exc:  # noqa: BLE001 - a store we did not write: its kind, not its words
             msg = f"the store raised {type(exc).__name__}"
             raise TokenStoreError(msg) from None
-        if self.down:
-            self.down = False
-            logger.warning(
-                "token store %r answers again: sharing tokens",
-                self.store,
-                extra=fields(Event.STORE_RECOVERED, store=repr(self.store)),
-            )
-        return result
 
     def _store_failed(self, exc: TokenStoreError) -> None:
         if not self.down:

@@ -31,6 +31,7 @@ from .policy import Policy
 from .slot import Slot
 from .sources import Issued, TokenSource
 from .stats import Counters
+from .telemetry import NO_TELEMETRY, Reason, Telemetry, reason_of
 from .timing import Timing
 
 __all__ = ["Renewal"]
@@ -58,8 +59,10 @@ class Renewal:
         counters: Counters,
         *,
         session: aiohttp.ClientSession | None = None,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self.source = source
+        self.telemetry = telemetry
         self.policy = policy
         self.backoff = backoff
         self.flight: SingleFlight[Lease] = SingleFlight(
@@ -72,6 +75,8 @@ class Renewal:
         self._counters = counters
         self._session = session  # made for this manager: closed by `release`
         self.revoke_target: Lease | None = None  # to revoke as the manager closes
+        self._ever = False  # whether a renewal ever landed (`reason_of`)
+        self._invalidated = False  # the next attempt renews a token a resource refused
         self.next_keepalive = (
             clock.monotonic() + policy.keepalive_interval if source.keeps_session else math.inf
         )
@@ -200,6 +205,7 @@ class Renewal:
             return False
         if self._slot.lease is None and not self._slot.closed:
             self.source.refused(dropped.token)
+            self._invalidated = self._invalidated or not self.flight.running
             self.flight.start()
         return True
 
@@ -223,11 +229,14 @@ class Renewal:
         if delay > 0:
             await asyncio.sleep(delay)
         current = self._slot.lease
-        live = None
-        if current is not None and current.state(current.now(clock)) is not TokenState.EXPIRED:
-            live = current.token
+        state = None if current is None else current.state(current.now(clock))
+        live = None if current is None or state is TokenState.EXPIRED else current.token
+        reason = reason_of(current, state, ever=self._ever)
+        if self._invalidated:
+            reason, self._invalidated = Reason.INVALIDATED, False
         try:
-            issued = await self._fetch(live)
+            with self.telemetry.attempt(reason):
+                issued = await self._fetch(live)
             lease = self._lease_of(issued, current)
         except IcaError as exc:
             self._failed(exc, current)
@@ -250,6 +259,7 @@ class Renewal:
             self.next_keepalive = clock.monotonic() + self.policy.keepalive_interval
         if not self._slot.closed:
             self._slot.adopt(lease)
+            self._ever = True
             self.schedule()
         return lease
 
@@ -316,7 +326,8 @@ class Renewal:
         self.next_keepalive = clock.monotonic() + self.policy.keepalive_interval
         try:
             async with asyncio.timeout(self.policy.request_timeout + 1):
-                await self.source.keep_alive()
+                with self.telemetry.attempt(Reason.KEEPALIVE):
+                    await self.source.keep_alive()
         except (IcaError, TimeoutError) as exc:
             retry = min(self.policy.keepalive_interval, 30.0)
             self.next_keepalive = clock.monotonic() + retry
@@ -336,7 +347,8 @@ class Renewal:
         token = lease.token
         try:
             async with asyncio.timeout(self.policy.request_timeout + 1):
-                await self.source.revoke(token)
+                with self.telemetry.attempt(Reason.CLOSE):
+                    await self.source.revoke(token)
         except (IcaError, TimeoutError) as exc:
             logger.warning(
                 "revoking token %s on close failed: %s",

@@ -7,7 +7,16 @@ from collections.abc import Iterable
 import attrs
 
 from .._checks import check_text
-from .._credentials import ApiKey, BasicAuth, Credential, Jwt, PsToken, auth_headers, secrets_of
+from .._credentials import (
+    ApiKey,
+    BasicAuth,
+    Credential,
+    Jwt,
+    PsToken,
+    auth_headers,
+    fingerprint,
+    secrets_of,
+)
 from .._errors import InvalidResponseError
 from .._models import AccessTokenRequest, TokenDetailResponse, TokenResponse, converter
 from .._token import Token
@@ -209,16 +218,19 @@ class ConsoleTokenApi(TokenEndpoints):
                 raise ValueError(msg)
             headers.update(auth_headers(authorization))
             secrets += secrets_of(authorization)
-        reply = await self._http.request(
-            "POST",
-            "/v1/tokens",
-            headers=headers,
-            params=options.params(return_session_token=return_session_token),
-            ok=(200, 201),
-            secrets=secrets,
-            model=TokenResponse,
-        )
-        return _with_token(reply), reply
+        with self._observed("console.create", "POST", "/v1/tokens") as answered:
+            reply = await self._http.request(
+                "POST",
+                "/v1/tokens",
+                headers=headers,
+                params=options.params(return_session_token=return_session_token),
+                ok=(200, 201),
+                secrets=secrets,
+                model=TokenResponse,
+            )
+            response = _with_token(reply)
+            answered(reply.status, fingerprint(response.access_token or ""))
+        return response, reply
 
     async def refresh(
         self, access_token: str | PsToken, *, authorization: Credential | None = None
@@ -248,15 +260,19 @@ class ConsoleTokenApi(TokenEndpoints):
         the token itself as `Bearer`."""
         token = _bearer(access_token)
         who = authorization or token
-        return await self._http.request(
-            method,
-            path,
-            headers={"Accept": _JSON, **auth_headers(who)},
-            json_body=converter.unstructure(AccessTokenRequest(token.token)),
-            ok=ok,
-            secrets=secrets_of(token) + secrets_of(who),
-            model=model,
-        )
+        endpoint = "console.revoke" if method == "DELETE" else "console.refresh"
+        with self._observed(endpoint, method, path) as answered:
+            reply = await self._http.request(
+                method,
+                path,
+                headers={"Accept": _JSON, **auth_headers(who)},
+                json_body=converter.unstructure(AccessTokenRequest(token.token)),
+                ok=ok,
+                secrets=secrets_of(token) + secrets_of(who),
+                model=model,
+            )
+            answered(reply.status)
+        return reply
 
     @staticmethod
     def decode(response: TokenResponse, reply: Reply) -> Token:

@@ -14,6 +14,7 @@ A session built with `auth=` is refused: aiohttp rejects it beside our own `Auth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -28,6 +29,7 @@ from .._checks import MAX_TIMEOUT
 from .._clock import Exchange
 from .._errors import InvalidResponseError, TransportError
 from .._events import Event, fields
+from .._observe import Answered, observed
 from .._token import Token, decode_jwt
 from .answers import Answer, api_error, parse_http_date, structure, success_body, with_escapes
 from .transport import session_closed, transport_error
@@ -265,6 +267,12 @@ class TokenEndpoints:
     def base_url(self) -> yarl.URL:
         """The validated base URL, without a trailing slash."""
         return self._http.base_url
+
+    def _observed(
+        self, endpoint: str, method: str, path: str
+    ) -> contextlib.AbstractContextManager[Answered]:
+        """The current observer's record of one request to `path` (see `_observe`)."""
+        return observed(endpoint, method, self._http.base_url.raw_path.rstrip("/") + path)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={str(self.base_url)!r})"

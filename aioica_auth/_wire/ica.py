@@ -80,10 +80,7 @@ class IcaTokenApi(TokenEndpoints):
         if tenant is not None:
             params.append(("tenant", check_text(tenant, "tenant")))
         return await self._token_call(
-            "/api/tokens",
-            auth_headers(credential),
-            secrets_of(credential),
-            params,
+            "ica.create", "/api/tokens", auth_headers(credential), secrets_of(credential), params
         )
 
     async def refresh(self, jwt: str | Token | Jwt) -> tuple[Token, Reply]:
@@ -92,28 +89,36 @@ class IcaTokenApi(TokenEndpoints):
             jwt = Jwt(jwt.value if isinstance(jwt, Token) else jwt)
         credential = jwt
         return await self._token_call(
-            "/api/tokens:refresh", auth_headers(credential), secrets_of(credential), []
+            "ica.refresh",
+            "/api/tokens:refresh",
+            auth_headers(credential),
+            secrets_of(credential),
+            [],
         )
 
     async def _token_call(
         self,
+        endpoint: str,
         path: str,
         headers: dict[str, str],
         secrets: tuple[str, ...],
         params: list[tuple[str, str]],
     ) -> tuple[Token, Reply]:
-        reply = await self._http.request(
-            "POST",
-            path,
-            headers={"Accept": _ACCEPT, **headers},
-            params=params,
-            ok=_OK,
-            secrets=secrets,
-            model=IcaTokenBody,
-        )
-        body: IcaTokenBody = reply.body
-        value = body.token or body.access_token
-        if not value:
-            msg = "the answer has no token"
-            raise InvalidResponseError(reply.status, method="POST", url=reply.url, reason=msg)
-        return decode_answer(value, reply), reply
+        with self._observed(endpoint, "POST", path) as answered:
+            reply = await self._http.request(
+                "POST",
+                path,
+                headers={"Accept": _ACCEPT, **headers},
+                params=params,
+                ok=_OK,
+                secrets=secrets,
+                model=IcaTokenBody,
+            )
+            body: IcaTokenBody = reply.body
+            value = body.token or body.access_token
+            if not value:
+                msg = "the answer has no token"
+                raise InvalidResponseError(reply.status, method="POST", url=reply.url, reason=msg)
+            token = decode_answer(value, reply)
+            answered(reply.status, token.fingerprint)
+        return token, reply
