@@ -77,9 +77,8 @@ def outcome_of(error: BaseException | None) -> str:
 class _Instruments:
     """The process's instruments, and the managers the observable ones read."""
 
-    def __init__(self) -> None:
-        meter = metrics.get_meter(SCOPE, __version__)
-        self.tracer = trace.get_tracer(SCOPE, __version__)
+    def __init__(self, meter: metrics.Meter, tracer: trace.Tracer) -> None:
+        self.tracer = tracer
         self.live: weakref.WeakSet[OtelTelemetry] = weakref.WeakSet()
         self.requests = meter.create_counter(
             "aioica_auth.token.requests", "{request}", "Token-endpoint requests"
@@ -145,7 +144,8 @@ def instruments() -> _Instruments:
     """The process's instruments, made at the first manager."""
     global _instruments
     if _instruments is None:
-        _instruments = _Instruments()
+        meter = metrics.get_meter(SCOPE, __version__)
+        _instruments = _Instruments(meter, trace.get_tracer(SCOPE, __version__))
     return _instruments
 
 
