@@ -7,6 +7,7 @@ python -m benchmarks --only C,H       # the cold storm and the hot path only
 python -m benchmarks --only Y         # the synchronous hot path (SyncTokenManager)
 python -m benchmarks --only F         # the fleet: N processes, no store / file / Redis
 python -m benchmarks --only W         # waiters: M managers on one renewal, store commands
+python -m benchmarks --only H,C --otel  # with the OpenTelemetry SDK and a metric reader attached
 """
 
 from __future__ import annotations
@@ -209,10 +210,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--quiet", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="configure the OpenTelemetry SDK first, with an in-memory metric reader and span "
+        "exporter attached (needs opentelemetry-sdk)",
+    )
     args = parser.parse_args(argv)
+    if args.otel:
+        _attach_otel()
     only = {s.strip().upper() for s in args.only.split(",")}
     results = asyncio.run(run(only, SMOKE if args.smoke else FULL))
     results["mode"] = "smoke" if args.smoke else "full"
+    results["otel"] = args.otel
     print(table(results))
     if not args.quiet:
         print(json.dumps(results, indent=2))
@@ -220,6 +230,21 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
     return 0
+
+
+def _attach_otel() -> None:
+    """The SDK's providers, as an application would set them, with in-memory readers."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    trace.set_tracer_provider(tracer_provider)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ each a table: every state of the token against what it must read."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -100,3 +101,10 @@ def test_without_opentelemetry_a_manager_records_nothing(monkeypatch: pytest.Mon
     """`opentelemetry-api` absent: the base telemetry, and nothing of it imported."""
     monkeypatch.setitem(sys.modules, "opentelemetry.metrics", None)  # import fails
     assert engine.telemetry_for("ica", "x") is telemetry.NO_TELEMETRY
+
+
+def test_importing_the_package_imports_no_opentelemetry() -> None:
+    """OpenTelemetry is imported when a manager is built, not by `import aioica_auth`."""
+    code = "import sys, aioica_auth; print([m for m in sys.modules if 'opentelemetry' in m])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "[]", out.stderr
