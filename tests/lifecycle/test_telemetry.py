@@ -93,6 +93,7 @@ def test_the_names_are_the_documented_ones() -> None:
     ],
 )
 def test_the_outcome_of_a_request(error: Exception | None, outcome: str) -> None:
+    pytest.importorskip("opentelemetry.metrics")
     otel = pytest.importorskip("aioica_auth._lifecycle.otel")
     assert otel.outcome_of(error) == outcome
 
