@@ -16,14 +16,33 @@ from __future__ import annotations
 
 import errno
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import TokenStoreError
 
 if TYPE_CHECKING:
     import redis.asyncio
 
-__all__ = ["as_bytes", "describe", "from_url", "store_error", "where"]
+__all__ = ["RedisClient", "as_bytes", "describe", "from_url", "store_error", "where"]
+
+
+class RedisClient(Protocol):
+    """A client you built for `RedisTokenStore`: a `redis.asyncio.Redis` (the store checks the
+    class when it is built).
+
+    A protocol, not redis-py's class, in the public signature: redis-py is an optional
+    dependency, and a signature naming its class reads as partly unknown to a type checker
+    (and to pyright's --verifytypes) wherever it is not installed. These two members are what
+    every `redis.asyncio.Redis` has, so it matches whatever redis-py version is installed.
+    """
+
+    @property
+    def connection_pool(self) -> object:
+        """The client's pool: where it connects (never shown with its password)."""
+
+    async def aclose(self) -> None:
+        """Close the client (the store never closes a client you gave it)."""
+
 
 # Bounds of a client built from a URL (a caller's own client keeps its own settings): a
 # server that is down is reported in milliseconds (refused) or after the connect timeout (a

@@ -44,7 +44,7 @@ import attrs
 
 from .._errors import TokenStoreError
 from .._events import Event, fields
-from .redis_client import as_bytes, from_url, store_error, where
+from .redis_client import RedisClient, as_bytes, from_url, store_error, where
 from .redis_push import Listener, Loops, Mark, Share
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ class RedisTokenStore:
         TypeError: neither a URL nor a `redis.asyncio.Redis`.
     """
 
-    def __init__(self, client_or_url: str | redis.asyncio.Redis, *, prefix: str = "aioica_auth"):
+    def __init__(self, client_or_url: str | RedisClient, *, prefix: str = "aioica_auth"):
         try:
             import redis.asyncio
             from redis.exceptions import RedisError
