@@ -1,6 +1,6 @@
 """Named log events: every log call names a member of the one registry (`_events.Event`), real
 scenarios against the local server log only registered events with no secret in them, and the
-README's table of events is the registry."""
+docs' table of events (docs/observability.md) is the registry."""
 
 from __future__ import annotations
 
@@ -258,31 +258,32 @@ async def test_scenarios_log_only_registered_events_without_secrets(tmp_path: Pa
     assert renewed >= {"minted", "refreshed"}
 
 
-# -- (c) the README's table is the registry ---------------------------------------------------
+# -- (c) the docs' table is the registry -----------------------------------------------------
 
 
 def _row(event: Event) -> str:
     return f"| `{event.value}` | {event.level} | {event.when} | {event.fields or '—'} |"
 
 
-def test_the_readme_table_of_events_is_the_registry() -> None:
-    """The README's "Log events" table lists the registry's events, in its order, with its
-    levels, descriptions and fields (`_row` writes them)."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### Log events", 1)[1].split("\n#", 1)[0]
+def test_the_docs_table_of_events_is_the_registry() -> None:
+    """The "Log events" table of docs/observability.md lists the registry's events, in its
+    order, with its levels, descriptions and fields (`_row` writes them)."""
+    page = (ROOT / "docs" / "observability.md").read_text(encoding="utf-8")
+    section = page.split("\n## Log events\n", 1)[1].split("\n#", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     assert rows == [_row(event) for event in Event]
 
 
-def test_the_readme_filter_example_reads_the_event_and_its_fields() -> None:
-    """The README's example filter sees a `store.degraded` record's event and reason."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### Log events", 1)[1]
+def test_the_docs_filter_example_reads_the_event_and_its_fields() -> None:
+    """The docs' example filter (docs/observability.md, "Log events") sees a `store.degraded`
+    record's event and reason."""
+    page = (ROOT / "docs" / "observability.md").read_text(encoding="utf-8")
+    section = page.split("\n## Log events\n", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     alerts: list[tuple[str, str]] = []
     namespace: dict[str, object] = {"logging": logging, "alert": lambda *a: alerts.append(a)}
     logger = logging.getLogger("aioica_auth")
-    exec(code, namespace)  # our own README
+    exec(code, namespace)  # our own docs
     try:
         extra = fields(Event.STORE_DEGRADED, store="FileTokenStore()", reason="timed out")
         logger.warning("token store failed", extra=extra)

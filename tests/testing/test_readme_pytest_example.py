@@ -1,5 +1,5 @@
-"""The README's "Testing your own code" example runs as written: its conftest line, its
-pytest configuration and its test, in a fresh project of their own (nothing of ours)."""
+"""The docs' "Testing your own code" example (docs/testing.md) runs as written: its conftest
+line, its pytest configuration and its test, in a fresh project of their own (nothing of ours)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,18 @@ import pytest
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+PAGE = (ROOT / "docs" / "testing.md").read_text(encoding="utf-8")
 
 
 def block(marker: str, language: str) -> str:
-    """The fenced block right after `<!-- marker -->` in the README."""
-    found = re.search(rf"<!-- {marker} -->\s*```{language}\n(.*?)```", README, re.DOTALL)
+    """The fenced block right after `<!-- marker -->` in the page."""
+    found = re.search(rf"<!-- {marker} -->\s*```{language}\n(.*?)```", PAGE, re.DOTALL)
     assert found is not None, marker
     return found.group(1)
 
 
 async def test_readme_pytest_example_runs_as_written(tmp_path: Path) -> None:
-    """conftest.py, pyproject.toml and the test exactly as the README shows them, beside the
+    """conftest.py, pyproject.toml and the test exactly as the page shows them, beside the
     code under test (examples/uploader.py): pytest passes, with no async test skipped."""
     (tmp_path / "conftest.py").write_text(block("pytest-conftest", "python"))
     (tmp_path / "pyproject.toml").write_text(block("pytest-config", "toml"))
