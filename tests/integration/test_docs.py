@@ -1,5 +1,6 @@
-"""Docs that run: every README block marked `<!-- runnable -->` and every script in
-`examples/` runs against the local server in a subprocess and exits 0."""
+"""Docs that run: every block marked `<!-- runnable -->` in the README and in `docs/**/*.md`,
+and every script in `examples/`, runs against the local server in a subprocess and exits 0;
+and the README stays the front door (short, with the quick-start commands CI runs)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,20 @@ from aioica_auth.testing import LocalIcaServer
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"<!-- runnable -->\s*```python\n(.*?)```", re.DOTALL)
-README_BLOCKS = BLOCK.findall((ROOT / "README.md").read_text(encoding="utf-8"))
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+PAGES = sorted(p for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts)
+DOC_FILES = [ROOT / "README.md", *PAGES]
+# (where, code): "docs/clients.md:block1" is the second runnable block of that page.
+DOC_BLOCKS = [
+    (f"{path.relative_to(ROOT).as_posix()}:block{i}", code)
+    for path in DOC_FILES
+    for i, code in enumerate(BLOCK.findall(path.read_text(encoding="utf-8")))
+]
+# The README's two quick-start commands: CI runs the test command verbatim (.ci/run greps it).
+TEST_COMMAND = (
+    "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest"
+)
+DEMO_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/aioica-auth demo"
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("test_"))
 EXAMPLE_TESTS = sorted((ROOT / "examples").glob("test_*.py"))
 # What an example imports beyond the test extras' floor: without it, it is skipped, not failed
@@ -63,17 +77,33 @@ async def run_python(args: list[str], server: LocalIcaServer) -> tuple[int, str]
     return proc.returncode or 0, out.decode()
 
 
-def test_readme_has_runnable_blocks() -> None:
-    """The README keeps its runnable examples (so the test below is not vacuous)."""
-    assert len(README_BLOCKS) >= 3
+def test_docs_have_runnable_blocks() -> None:
+    """The README and the docs keep their runnable examples (so the test below is not
+    vacuous): the README's first program, and at least the eight the README had before the
+    docs site took them over."""
+    where = [name for name, _ in DOC_BLOCKS]
+    assert any(name.startswith("README.md:") for name in where)
+    assert sum(name.startswith("docs/") for name in where) >= 8
+
+
+def test_readme_is_the_front_door() -> None:
+    """The README is at most 250 lines, holds both quick-start commands verbatim, says how to
+    install a package that is not on PyPI, and each of its relative links leads to a file."""
+    lines = README.splitlines()
+    assert len(lines) <= 250
+    assert TEST_COMMAND in lines
+    assert any(DEMO_COMMAND in line for line in lines)
+    assert "not on PyPI" in README
+    links = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", README)
+    assert links
+    assert [link for link in links if not (ROOT / link).exists()] == []
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "code", README_BLOCKS, ids=[f"block{i}" for i in range(len(README_BLOCKS))]
-)
-async def test_readme_block_runs(server: LocalIcaServer, code: str) -> None:
-    """A runnable README block exits 0 against the local server and leaks no secret."""
+@pytest.mark.parametrize("code", [c for _, c in DOC_BLOCKS], ids=[w for w, _ in DOC_BLOCKS])
+async def test_doc_block_runs(server: LocalIcaServer, code: str) -> None:
+    """A runnable block of the README or the docs exits 0 against the local server and leaks
+    no secret."""
     status, out = await run_python(["-c", code], server)
     assert status == 0, out
     assert server.api_key not in out
