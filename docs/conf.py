@@ -43,7 +43,7 @@ myst_heading_anchors = 3
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
-autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_default_options = {"members": True}  # bases: on the exceptions only (api.md)
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
@@ -127,7 +127,17 @@ def _property_as_method(
         lines[:] = GoogleDocstring(original, app.config, app, "method", name, obj, options).lines()
 
 
+def _no_builtin_doc(
+    app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    """A constant (`ICA_BASE_URL`, `__version__`) has no docstring of its own: autodoc would show
+    `str`'s; the directive's own text (api.md) says what it is."""
+    if what == "data" and isinstance(obj, str | int | float):
+        lines.clear()
+
+
 def setup(app: Any) -> None:
+    app.connect("autodoc-process-docstring", _no_builtin_doc)
     app.connect("missing-reference", _resolve_private, priority=400)
     app.connect("autodoc-process-bases", _public_bases)
     app.connect("autodoc-process-docstring", _keep_property, priority=400)
