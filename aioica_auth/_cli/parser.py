@@ -11,6 +11,7 @@ import argparse
 import math
 import re
 import sys
+import textwrap
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -27,57 +28,69 @@ ENV_HELP = (
     "PATH, or put a plaintext x-api-key in ~/.icav2/config.yaml"
 )
 CACHE_HELP = (
-    "Cache: the token is kept in $XDG_CACHE_HOME/aioica_auth (default ~/.cache/aioica_auth)\n"
-    "and reused by later runs while it is before its refresh point (min(20 min, half its\n"
-    "lifetime) before expiry) and lasts --min-validity, so a loop of calls mints once. The\n"
-    "files hold bearer tokens: 0600 files in a 0700 directory, private to you; a directory\n"
-    "or file that another user owns or others can write is refused with one warning line,\n"
-    "and the command goes on without the cache. --no-cache neither reads nor writes it.\n"
+    "Cache: the token is kept in $XDG_CACHE_HOME/aioica_auth (default ~/.cache/aioica_auth) "
+    "and reused by later runs while it is before its refresh point (min(20 min, half its "
+    "lifetime) before expiry) and lasts --min-validity, so a loop of calls mints once. The "
+    "files hold bearer tokens: 0600 files in a 0700 directory, private to you; a directory "
+    "or file that another user owns or others can write is refused with one warning line, "
+    "and the command goes on without the cache. --no-cache neither reads nor writes it. "
     "A JWT given as it is (ICAV2_ACCESS_TOKEN) and a console psToken are never cached."
 )
 STEER_HELP = (
-    "token --force-refresh mints now and replaces the cached token (runs at once share one\n"
-    "mint: one that finds a token another run published since it started prints that one);\n"
-    "token --invalidate drops the cached token (only the one it read: a token another run\n"
+    "token --force-refresh mints now and replaces the cached token (runs at once share one "
+    "mint: one that finds a token another run published since it started prints that one); "
+    "token --invalidate drops the cached token (only the one it read: a token another run "
     "just published stays), so a revoked token stops being handed out; it prints no token."
 )
 WAIT_HELP = (
-    "Waiting: a refused connection, an unknown host or a TLS failure is tried 3 times at\n"
-    "most, within 5 s, then reported; anything else (no answer, 5xx, 429) is retried until\n"
-    "--timeout. A wait longer than a second is said on stderr (on a terminal, one line that\n"
+    "Waiting: a refused connection, an unknown host or a TLS failure is tried 3 times at "
+    "most, within 5 s, then reported; anything else (no answer, 5xx, 429) is retried until "
+    "--timeout. A wait longer than a second is said on stderr (on a terminal, one line that "
     "is rewritten; -q: nothing but errors)."
 )
 _REGION = re.compile(r"[a-z]{2,4}[0-9]{1,2}")
 
+# Laid out by hand within 78 columns; a longer line is one logical line that _Layout wraps.
 EPILOG = f"""\
 Credentials, first found wins (as the icav2 CLI finds them; never from the command line):
   --x-api-key-file PATH          an API key in a file (- for stdin)
   ICAV2_X_API_KEY                an API key
   ICAV2_ACCESS_TOKEN             a JWT (refreshed while ICA allows)
-  ~/.icav2/config.yaml           a plaintext x-api-key (icav2 config set encrypts it: pass the
-                                 key instead); then ~/.icav2/.session.<host>.yaml access-token
-  ICA_API_KEY, ICA_USERNAME + ICA_PASSWORD, ICA_PS_TOKEN   deprecated: still read, with a warning
-API root: --base-url URL or -s/--server-url HOST, else ICAV2_BASE_URL, ICAV2_SERVER_URL (a
-  host), server-url in ~/.icav2/config.yaml, else {ICA_BASE_URL}.
-Console v1 (--console, details): ICAV2_X_API_KEY or ICA_ACCESS_TOKEN (a console JWT), then
-  ~/.ica/; its root: --region NAME (aps2, use1, euc1, cac1, ...), ICA_CONSOLE_URL,
-  ICA_SERVER_URL, server-url in ~/.ica/config.yaml, else {CONSOLE_BASE_URL}.
+  ~/.icav2/config.yaml           a plaintext x-api-key (icav2 config set encrypts it: pass the \
+key instead); then ~/.icav2/.session.<host>.yaml access-token
+  ICA_API_KEY, ICA_USERNAME + ICA_PASSWORD, ICA_PS_TOKEN
+                                 deprecated: still read, with a warning
+API root: --base-url URL or -s/--server-url HOST, else ICAV2_BASE_URL,
+  ICAV2_SERVER_URL (a host), server-url in ~/.icav2/config.yaml, else
+  {ICA_BASE_URL}.
+Console v1 (--console, details): ICAV2_X_API_KEY or ICA_ACCESS_TOKEN (a
+  console JWT), then ~/.ica/; its root: --region NAME (aps2, use1, euc1,
+  cac1, ...), ICA_CONSOLE_URL, ICA_SERVER_URL, server-url in
+  ~/.ica/config.yaml, else {CONSOLE_BASE_URL}.
 HTTPS_PROXY, HTTP_PROXY and NO_PROXY are honoured.
 
 examples:
-  {PROG} demo                  1000 tasks share short-lived tokens on a local server
-  {PROG} demo --faults         ... while the token endpoint answers 5xx and 429
-  {PROG} serve --lifetime 60   a local ICA-compatible server; prints test credentials
-  {PROG} token                 print a fresh JWT (ICA v2; --console for the console v1)
+  {PROG} demo
+      1000 tasks share short-lived tokens on a local server
+  {PROG} demo --faults
+      ... while the token endpoint answers 5xx and 429
+  {PROG} serve --lifetime 60
+      a local ICA-compatible server; prints test credentials
+  {PROG} token
+      print a fresh JWT (ICA v2; --console for the console v1)
   curl -H "$({PROG} token --header)" "$ICAV2_BASE_URL/api/projects"
-      in a loop, one mint: token and whoami reuse a cached token (bearer tokens, in
-      ~/.cache/aioica_auth: 0600 files, 0700 directory); --no-cache skips the cache
-  {PROG} whoami                tenant, user, e-mail and expiry of a fresh token
-  {PROG} token | {PROG} decode -    claims and expiry, offline; exit 1 once expired
-  {PROG} details --region use1 who the console says the credential speaks for
+      in a loop, one mint: token and whoami reuse a cached token (bearer tokens,
+      in ~/.cache/aioica_auth: 0600 files, 0700 directory); --no-cache skips
+      the cache
+  {PROG} whoami
+      tenant, user, e-mail and expiry of a fresh token
+  {PROG} token | {PROG} decode -
+      claims and expiry, offline; exit 1 once expired
+  {PROG} details --region use1
+      who the console says the credential speaks for
 
-exit codes: 0 success, 1 authentication or API failure (or, for decode, a token not valid
-now), 2 usage error, 130 interrupted
+exit codes: 0 success, 1 authentication or API failure (or, for decode, a token not \
+valid now), 2 usage error, 130 interrupted
 """
 
 
@@ -160,9 +173,49 @@ def _region(text: str) -> str:
 
 # -- the parser ------------------------------------------------------------------------------
 
+# Hand-laid text is never wider than this, however wide the terminal.
+_MEASURE = 78
+# Where a too-wide line goes on: a table row or an example under its second column (text
+# after two or more spaces), if that is not too far right.
+_COLUMN = re.compile(r" *\S.*?\S {2,}(?=\S)")
+
+
+class _Layout(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as laid out by hand, each line wider than the terminal (or
+    than 78 columns) wrapped under itself, so every --help reads in an 80-column terminal.
+
+    argparse's own formatter fills them and loses the tables and examples; the raw one keeps
+    them and overflows. A table row or example goes on under its second column, other lines
+    under their own indent; words are never split.
+    """
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        width = min(width, _MEASURE)
+        return "".join(_wrap(indent + line, width) for line in text.splitlines(keepends=True))
+
+
+def _wrap(line: str, width: int) -> str:
+    body = line.rstrip("\n")
+    if len(body) <= width:
+        return line
+    lead = len(body) - len(body.lstrip(" "))
+    column = _COLUMN.match(body)
+    hang = lead
+    if column and column.end() <= width * 3 // 5:
+        hang = column.end()
+    wrapped = textwrap.fill(
+        body,
+        width,
+        subsequent_indent=" " * hang,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    return wrapped + line[len(body) :]
+
+
 # Every parser's: the epilogs are laid out by hand, and no option may be abbreviated.
 _LAYOUT: dict[str, Any] = {
-    "formatter_class": argparse.RawDescriptionHelpFormatter,
+    "formatter_class": _Layout,
     "allow_abbrev": False,
 }
 # Help lines too long to stand in their calls, or said twice.
@@ -215,14 +268,14 @@ def _token_command(command: _Command) -> None:
         "Print a fresh JWT for the credential the environment or config files hold.",
         f"examples:\n  export ICAV2_X_API_KEY=...   # from a secrets manager, not typed in\n"
         f'  {PROG} token\n  {PROG} token --json\n  curl -H "$({PROG} token --header)" ...\n'
-        f"  {PROG} token --min-validity 3600   # a token that lasts the next hour\n"
+        f"  {PROG} token --min-validity 3600  # a token that lasts the next hour\n"
         f"  {PROG} token --x-api-key-file ~/.config/ica.key -s ica.illumina.com\n"
         f"  {PROG} token --console --region use1\n"
-        f"  {PROG} token --no-cache            # neither read nor write the token cache\n"
-        f"  {PROG} token --force-refresh       # a new token now, cached for the next runs\n"
-        f"  {PROG} token --invalidate          # drop the cached token (revoked, say)\n\n"
+        f"  {PROG} token --no-cache  # neither read nor write the token cache\n"
+        f"  {PROG} token --force-refresh\n      # a new token now, cached for the next runs\n"
+        f"  {PROG} token --invalidate  # drop the cached token (revoked, say)\n\n"
         f"Credentials: {ENV_HELP}. Never pass one as an argument.\n\n{CACHE_HELP}\n"
-        f"{STEER_HELP}\n\n{WAIT_HELP}",
+        f"\n{STEER_HELP}\n\n{WAIT_HELP}",
     )
     out = p.add_mutually_exclusive_group()
     p.flag("--header", into=out, help="print 'Authorization: Bearer <jwt>'")
@@ -270,10 +323,11 @@ def _decode_command(command: _Command) -> None:
         "decode",
         "Show a JWT's claims and times, offline (no signature check, no network).",
         f"examples:\n  {PROG} token | {PROG} decode\n  {PROG} decode - < token.txt\n"
-        f"  {PROG} decode --quiet --min-validity 600 < token.txt && echo 'good for 10 min'\n\n"
-        "Exit code 0 when the token is valid now (and for --min-validity seconds), 1 when it\n"
-        "is expired, not yet valid, or not a JWT. Reading from stdin (- or no argument) keeps\n"
-        "the JWT out of shell history; 'Bearer <jwt>' and 'Authorization: Bearer <jwt>' are\n"
+        f"  {PROG} decode --quiet --min-validity 600 < token.txt &&\n"
+        "      echo 'good for 10 min'\n\n"
+        "Exit code 0 when the token is valid now (and for --min-validity seconds), 1 when it "
+        "is expired, not yet valid, or not a JWT. Reading from stdin (- or no argument) keeps "
+        "the JWT out of shell history; 'Bearer <jwt>' and 'Authorization: Bearer <jwt>' are "
         "accepted too.",
     )
     p.option("jwt", nargs="?", default="-", metavar="JWT", help="the JWT, or - for stdin")
@@ -289,7 +343,7 @@ def _details_command(command: _Command) -> None:
         f"examples:\n  {PROG} details\n  {PROG} details --region use1\n"
         f"  ICA_CONSOLE_URL=https://euc1.platform.illumina.com {PROG} details\n\n"
         f"The console root defaults to {_CONSOLE_ROOT}.\n"
-        "With an API key a console JWT is minted first; a JWT (ICA_ACCESS_TOKEN) or a psToken\n"
+        "With an API key a console JWT is minted first; a JWT (ICA_ACCESS_TOKEN) or a psToken "
         "is used as it is.",
     )
     _endpoint_options(p, console="always")
@@ -348,12 +402,12 @@ def _serve_command(command: _Command) -> None:
         "Run the local ICA-compatible token server on 127.0.0.1 until Ctrl-C.",
         f"examples:\n  {PROG} serve --port 8080 --lifetime 60\n"
         f"  {PROG} serve --faults ica.create:503:3,ica.create:429\n\n"
-        "--faults: comma-separated ENDPOINT:FAULT[:TIMES]. ENDPOINT: ica.create,\n"
-        "ica.refresh, console.create, console.details, console.refresh, console.revoke,\n"
-        "resource, or * (every token endpoint). FAULT: an HTTP status (429 comes with\n"
-        "Retry-After: 1), or drop, malformed, html, empty, hang. TIMES: how many requests\n"
+        "--faults: comma-separated ENDPOINT:FAULT[:TIMES]. ENDPOINT: ica.create, "
+        "ica.refresh, console.create, console.details, console.refresh, console.revoke, "
+        "resource, or * (every token endpoint). FAULT: an HTTP status (429 comes with "
+        "Retry-After: 1), or drop, malformed, html, empty, hang. TIMES: how many requests "
         "(default 1), or * for all.\n\n"
-        "The printed API key and password are throwaway credentials of this local server.\n"
+        "The printed API key and password are throwaway credentials of this local server. "
         "Ctrl-C exits 130 (SIGTERM 143), as the other commands do.",
     )
     p.values(
@@ -373,7 +427,7 @@ def _demo_command(command: _Command) -> None:
         "server with short-lived tokens; prints a summary.",
         f"examples:\n  {PROG} demo\n  {PROG} demo --faults\n"
         f"  {PROG} demo --tasks 5000 --duration 30 --lifetime 2\n  {PROG} demo --json\n\n"
-        "Exit code 0 when requests went through, no 401 reached a task and no task crashed,\n"
+        "Exit code 0 when requests went through, no 401 reached a task and no task crashed, "
         "else 1; Ctrl-C prints the summary so far and exits 130.",
     )
     p.values(
