@@ -5,8 +5,9 @@ below) and data fields (`extra=fields(Event.X, ...)`), so that a filter, a JSON 
 a log pipeline can act on what happened without parsing the human message, which may be
 reworded. Fields are data (token fingerprints, seconds, statuses, counts), never a secret:
 a token, key or psToken is named by its fingerprint (`Token.fingerprint`,
-`_credentials.fingerprint`). The README's table of events is generated from, and tested
-against, this registry; a test checks that every logging call names a member of it.
+`_credentials.fingerprint`). The docs' table of events (docs/observability.md) is generated
+from, and tested against, this registry; a test checks that every logging call names a member
+of it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ __all__ = ["Event", "fields"]
 
 class Event(enum.StrEnum):
     """A log event: its stable dotted name, the level it is logged at, when, and its fields
-    (`Event.TOKEN_RENEWED.when`, `.level`, `.fields`: the README's table)."""
+    (`Event.TOKEN_RENEWED.when`, `.level`, `.fields`: the docs' table)."""
 
     level: str
     when: str

@@ -157,7 +157,7 @@ class TokenManager:
                 managers of a fleet, so that they make about one token request per refresh
                 in all; yours to close. Not for a `Jwt`.
             name: Tells this manager's metrics and spans from other managers' of the process
-                (the attribute `aioica_auth.manager`; README "Observability").
+                (the attribute `aioica_auth.manager`; docs/observability.md).
             **policy: Any `Policy` field: `refresh_margin`, `min_validity`, `leeway`, ...
                 (`revoke_on_close` is for the console: ICA v2 has no revoke endpoint).
 

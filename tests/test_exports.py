@@ -10,8 +10,8 @@ import aioica_auth
 from aioica_auth import TokenManager
 from aioica_auth._version import __version__ as version_in_one_place
 
-# TokenManager's documented members (README "Configuration" and the usage sections, DESIGN
-# sections 3 and 6); `async with` is `__aenter__` / `__aexit__`.
+# TokenManager's documented members (docs/lifecycle.md, docs/clients.md, the API reference,
+# DESIGN sections 3 and 6); `async with` is `__aenter__` / `__aexit__`.
 MANAGER_MEMBERS = {
     "headers",
     "token",

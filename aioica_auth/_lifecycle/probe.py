@@ -31,7 +31,7 @@ class Probe:
     __slots__ = ("_done", "state")
 
     def __init__(self) -> None:
-        self.state = ProbeState.RUNNING
+        self.state: ProbeState = ProbeState.RUNNING
         self._done = asyncio.Event()
 
     def settle(self, state: ProbeState) -> None:

@@ -2,7 +2,7 @@
 
 `format_summary` renders a `DemoResult` as the closing table; the first `headers()` call of
 each task (which waits for the first mint) is reported apart from the steady state, whose
-p99 is what the README's figures are about.
+p99 is what the performance figures (docs/performance.md) are about.
 """
 
 from __future__ import annotations
