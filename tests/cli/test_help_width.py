@@ -3,10 +3,16 @@ the hand-laid descriptions, examples and epilogs are wrapped under themselves (p
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from aioica_auth._cli import main
+from aioica_auth._cli.demo.display import format_summary
+from aioica_auth._cli.demo.result import TokenUse
 from aioica_auth._cli.parser import build_parser
+
+from .test_cli import demo_result
 
 COMMANDS = sorted(build_parser().commands)
 
@@ -38,3 +44,28 @@ def test_a_wide_terminal_keeps_the_hand_layout(
     epilog = capsys.readouterr().out.partition("Credentials, first found wins")[2]
     assert max(map(len, epilog.splitlines())) <= 78
     assert "  ICAV2_X_API_KEY                an API key\n" in epilog
+
+
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_the_demo_summary_and_timeline_fit_80_columns(interrupted: bool) -> None:
+    """Notes too long for their row go under it; timeline spans and verdicts wrap."""
+    uses = tuple(
+        TokenUse(f"{i:08x}", "minted", i * 3.0, 4.0, 1_234_567, i * 3.0 + 0.5, i * 3.0 + 3.9)
+        for i in range(30)
+    )
+    result = demo_result(auth_failures=3, timeline=uses, interrupted=interrupted)
+    text = format_summary(result, 80)
+    wide = [line for line in text.splitlines() if len(line) > 80]
+    assert not wide, "\n".join(wide)
+    assert "they wait for the first mint" in text  # nothing cut, only wrapped
+    assert "(answered t+0.50s..t+3.90s)" in text
+    assert format_summary(result) == format_summary(result, None)  # no width: as it was
+
+
+def test_the_demo_fits_80_columns_when_run(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["demo", "--tasks", "20", "--duration", "1", "--lifetime", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Result: PASS" in out
+    wide = [line for line in out.splitlines() if len(line) > 80]
+    assert not wide, "\n".join(wide)

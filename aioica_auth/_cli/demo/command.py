@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from typing import TextIO
 
 from ..base import Stop, on_signals
-from .display import ProgressLine, format_summary
+from .display import ProgressLine, fit, format_summary
 from .result import DemoResult
 from .run import run_demo
 
@@ -37,17 +38,17 @@ def demo_command(
         when SIGINT or SIGTERM stopped it early (after printing the summary so far).
     """
     line = ProgressLine(out) if out.isatty() and not as_json else None
+    width = shutil.get_terminal_size().columns  # COLUMNS, else the terminal's, else 80
     stop = Stop()
 
     async def demo() -> DemoResult:
         with on_signals(stop):
             if not as_json:  # after the handlers are in place: Ctrl-C from now on is handled
-                print(
+                start = (
                     f"demo: {tasks:,} tasks for {duration:g} s through one TokenManager "
-                    f"against a local server (token lifetime {lifetime:g} s)...",
-                    file=out,
-                    flush=True,
+                    f"against a local server (token lifetime {lifetime:g} s)..."
                 )
+                print("\n".join(fit(start, width, "  ")), file=out, flush=True)
             return await run_demo(
                 tasks=tasks,
                 duration=duration,
@@ -62,7 +63,8 @@ def demo_command(
     result = asyncio.run(demo())
     if line is not None:
         line.finish()
-    print(json.dumps(result.to_json(), indent=2) if as_json else format_summary(result), file=out)
+    text = json.dumps(result.to_json(), indent=2) if as_json else format_summary(result, width)
+    print(text, file=out)
     if result.interrupted:
         return stop.exit_code
     return 0 if result.ok else 1

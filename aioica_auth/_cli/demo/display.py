@@ -8,6 +8,7 @@ p99 is what the performance figures (docs/performance.md) are about.
 from __future__ import annotations
 
 import shutil
+import textwrap
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
@@ -64,6 +65,17 @@ def _counts(counter: Mapping[Any, int]) -> str:
     return ", ".join(f"{key}: {n:,}" for key, n in sorted(counter.items(), key=str))
 
 
+def fit(line: str, width: int | None, indent: str = "    ") -> list[str]:
+    """`line` as rows of at most `width` columns (None: as it is), the rows after the first
+    indented by `indent`, words kept whole."""
+    if width is None or len(line) <= width:
+        return [line]
+    lead = line[: len(line) - len(line.lstrip())]
+    return textwrap.wrap(
+        line, width, initial_indent=lead, subsequent_indent=indent, break_long_words=False
+    )
+
+
 def _timeline_line(use: TokenUse) -> str:
     at = "t+?" if use.received is None else f"t+{use.received:.2f}s"
     life = "" if use.lifetime is None else f"  lifetime {use.lifetime:g} s"
@@ -76,8 +88,9 @@ def _timeline_line(use: TokenUse) -> str:
     )
 
 
-def format_summary(r: DemoResult) -> str:
-    """The closing summary table and token timeline, as text."""
+def format_summary(r: DemoResult, width: int | None = None) -> str:
+    """The closing summary table and token timeline, as text, every row at most `width`
+    columns (a note too long goes under its row; None: no limit)."""
     rate = r.requests / r.elapsed if r.elapsed > 0 else 0.0
     other = sum(r.other_errors.values())
     rows: list[tuple[str, str, str]] = [
@@ -125,38 +138,44 @@ def format_summary(r: DemoResult) -> str:
         if r.faults
         else "off"
     )
-    lines = [
+    lines = fit(
         f"aioica_auth demo: {r.tasks:,} tasks (up to {r.connections} connections) "
         f"for {r.elapsed:.1f} s"
         + (" (interrupted)" if r.interrupted else "")
         + f"; token lifetime {_seconds(r.lifetime)}, token endpoint latency "
         + f"{format_latency(r.latency) if r.latency else '0'}, faults: {faults}",
-        "",
-    ]
+        width,
+        "  ",
+    )
+    lines.append("")
     for label, value, note in rows:
         line = f"  {label:<{label_w}}  {value:>{value_w}}"
-        lines.append(f"{line}   {note}" if note else line)
+        if note and width is not None and len(line) + 3 + len(note) > width:
+            lines += [line, *fit(f"      {note}", width, "      ")]
+        else:
+            lines.append(f"{line}   {note}" if note else line)
     lines += ["", "Token timeline (t = seconds since start):"]
     uses = r.timeline
     if not uses:
         lines.append("  (no token)")
-    elif len(uses) <= _TIMELINE_LINES:
-        lines.extend(_timeline_line(u) for u in uses)
     else:
         half = _TIMELINE_LINES // 2
-        lines.extend(_timeline_line(u) for u in uses[:half])
-        lines.append(f"  ... {len(uses) - 2 * half} more tokens ...")
-        lines.extend(_timeline_line(u) for u in uses[-half:])
+        cut = len(uses) > _TIMELINE_LINES
+        for i, use in enumerate(uses[:half] + uses[-half:] if cut else uses):
+            if cut and i == half:
+                lines.append(f"  ... {len(uses) - 2 * half} more tokens ...")
+            lines += fit(_timeline_line(use), width, " " * 13)
     lines.append("")
     result = "Result (so far)" if r.interrupted else "Result"
     if r.ok:
-        lines.append(f"{result}: PASS: zero 401s reached the tasks and no task crashed.")
+        verdict = f"{result}: PASS: zero 401s reached the tasks and no task crashed."
     elif r.requests == 0 and not r.auth_failures and not r.crashed:
-        lines.append(f"{result}: FAIL: no request completed (no token could be had).")
+        verdict = f"{result}: FAIL: no request completed (no token could be had)."
     else:
-        lines.append(
+        verdict = (
             f"{result}: FAIL: {r.auth_failures} 401s reached the tasks, {r.crashed} tasks crashed."
         )
+    lines += fit(verdict, width, "  ")
     return "\n".join(lines)
 
 
