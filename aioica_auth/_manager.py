@@ -44,6 +44,7 @@ from ._lifecycle.renewal import Renewal
 from ._lifecycle.slot import Slot
 from ._lifecycle.sources import SourceFactory, SourceSpec
 from ._lifecycle.stats import Counters, ManagerStats
+from ._lifecycle.telemetry import NO_TELEMETRY, Telemetry
 from ._token import Token
 from ._wire.console import CONSOLE_BASE_URL, MintOptions
 from ._wire.ica import ICA_BASE_URL
@@ -107,8 +108,9 @@ class TokenManager:
             raise TypeError(msg)
         self._policy = policy or Policy()
         # A spec knows its platform; a test's own factory is taken for ICA's.
-        platform = getattr(source_factory, "platform", "ica")
-        self._telemetry = telemetry_for(platform, check_text(name, "name"))
+        self._platform: str = getattr(source_factory, "platform", "ica")
+        self._name = check_text(name, "name")
+        self._telemetry: Telemetry = NO_TELEMETRY  # chosen on first use (`telemetry_for`)
         self._source_factory = source_factory
         self._base_url = base_url
         self._session = session
@@ -437,7 +439,7 @@ class TokenManager:
         self._loop, self._session = loop, session
         self._slot.bind(loop, self._publish)
         parts = self._policy, self._rng, self._clock, self._slot, self._counters
-        telemetry = self._telemetry
+        self._telemetry = telemetry = telemetry_for(self._platform, self._name)
         self._renewal, acquire = assemble(loop, source, *parts, session=owned, telemetry=telemetry)
         self._acquire = acquire
         self._lifecycle = Lifecycle.OPEN

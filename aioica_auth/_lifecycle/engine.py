@@ -1,14 +1,15 @@
 """The engine's assembly: one manager's renewal and callers' bounded waits, over its slot.
 
-`TokenManager` calls `telemetry_for` as it is built, and `assemble` once, on first use in the
-running loop, with the parts it keeps (the slot, the counters, the clock) and the source its
-spec made over the session.
+`TokenManager` calls `telemetry_for` and `assemble` once, on first use in the running loop,
+with the parts it keeps (the slot, the counters, the clock) and the source its spec made over
+the session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import sys
 
 import aiohttp
 
@@ -57,11 +58,13 @@ def assemble(
 
 def telemetry_for(platform: str, name: str) -> Telemetry:
     """OpenTelemetry for a manager (`platform` `ica` or `console`, named `name`), or the
-    base that records nothing when `opentelemetry-api` is not installed."""
-    try:  # the `otel` extra: optional, and imported only when a manager is built
-        import opentelemetry.metrics
-        import opentelemetry.trace  # noqa: F401
-    except ImportError:
+    base that records nothing.
+
+    Nothing is recorded unless the application has imported OpenTelemetry by the manager's
+    first call (as configuring its SDK does): the manager never imports it itself (0.2 s of
+    a command line's start), and without an SDK every instrument would be a no-op anyway.
+    """
+    if sys.modules.get("opentelemetry.metrics") is None:
         return NO_TELEMETRY
     from .otel import OtelTelemetry
 

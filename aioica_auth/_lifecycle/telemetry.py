@@ -11,7 +11,8 @@ Two named judgements live here, each in one place:
   (renewals are failing while the token in use is still valid), `expired`.
 
 `Telemetry` is what the manager's parts call; this base records nothing, and it is what a
-manager gets when `opentelemetry-api` is not installed (`engine.telemetry_for`). With it installed,
+manager gets when OpenTelemetry is not installed, or not imported by the application by the
+manager's first call (`engine.telemetry_for`). Otherwise,
 `otel.OtelTelemetry` records through the global providers. No part calls it on the hot path.
 """
 

@@ -109,7 +109,9 @@ async def test_waiting_with_the_endpoint_down_keeps_the_loop_running(servers: An
                 errors.append(time.monotonic() - started)
 
         await asyncio.gather(*(caller() for _ in range(50)))
-    assert beat.longest < 0.4
+    # A spin (a waiting path that never yields) would stall the heartbeat for the whole 2 s
+    # window; a busy CI machine can starve the process for half a second without one.
+    assert beat.longest < 1.0
     assert max(errors) < 0.5 + 0.5
     assert len(errors) >= 50
 
