@@ -390,25 +390,18 @@ class SharedSource:
             raise TokenStoreError(msg) from None
 
     def _store_failed(self, exc: TokenStoreError) -> None:
-        if not self.down:
-            self.down = True
-            logger.warning(
-                "token store %r failed (%s): renewing on our own until it answers",
-                self.store,
-                exc,
-                extra=fields(
-                    Event.STORE_DEGRADED, store=repr(self.store), reason=str(exc), first=True
-                ),
-            )
-        else:
-            logger.debug(
-                "token store %r still failing (%s)",
-                self.store,
-                exc,
-                extra=fields(
-                    Event.STORE_DEGRADED, store=repr(self.store), reason=str(exc), first=False
-                ),
-            )
+        first, self.down = not self.down, True
+        logger.log(
+            logging.WARNING if first else logging.DEBUG,
+            "token store %r failed (%s): renewing on our own until it answers"
+            if first
+            else "token store %r still failing (%s)",
+            self.store,
+            exc,
+            extra=fields(
+                Event.STORE_DEGRADED, store=repr(self.store), reason=str(exc), first=first
+            ),
+        )
 
     def _report(self, raw: bytes, why: str) -> None:
         digest = hashlib.sha256(raw).digest()[:8]
