@@ -26,6 +26,7 @@ recorded holds a secret: paths without queries, tokens by fingerprint, our error
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator
@@ -79,7 +80,9 @@ class _Instruments:
 
     def __init__(self, meter: metrics.Meter, tracer: trace.Tracer) -> None:
         self.tracer = tracer
-        self.live: weakref.WeakSet[OtelTelemetry] = weakref.WeakSet()
+        # Managers add and drop themselves on their loops; a reader collects on its own thread.
+        self._live: weakref.WeakSet[OtelTelemetry] = weakref.WeakSet()
+        self._lock = threading.Lock()
         self.requests = meter.create_counter(
             "aioica_auth.token.requests", "{request}", "Token-endpoint requests"
         )
@@ -111,8 +114,21 @@ class _Instruments:
             "Tokens dropped after a resource's 401",
         )
 
+    def watch(self, telemetry: OtelTelemetry, *, live: bool) -> None:
+        """Start or stop reading `telemetry` in the observable instruments."""
+        with self._lock:
+            if live:
+                self._live.add(telemetry)
+            else:
+                self._live.discard(telemetry)
+
+    def live(self) -> list[OtelTelemetry]:
+        """The managers read now (a copy: it may change while a reader iterates)."""
+        with self._lock:
+            return list(self._live)
+
     def _expiration(self, options: CallbackOptions) -> Iterable[Observation]:
-        for telemetry in list(self.live):
+        for telemetry in self.live():
             lease = telemetry.lease()
             if lease is not None and lease.token.expires_at is not None:
                 token_id = {"aioica_auth.token_id": lease.token.fingerprint}
@@ -120,19 +136,19 @@ class _Instruments:
                 yield Observation(value, {**telemetry.attributes, **token_id})
 
     def _state(self, options: CallbackOptions) -> Iterable[Observation]:
-        for telemetry in list(self.live):
+        for telemetry in self.live():
             now = telemetry.health()
             for state in Health:
                 attributes = {**telemetry.attributes, "aioica_auth.state": state.value}
                 yield Observation(int(state is now), attributes)
 
     def _waits(self, options: CallbackOptions) -> Iterable[Observation]:
-        for telemetry in list(self.live):
+        for telemetry in self.live():
             if (counters := telemetry.counters) is not None:
                 yield Observation(counters.waits, telemetry.attributes)
 
     def _invalidations(self, options: CallbackOptions) -> Iterable[Observation]:
-        for telemetry in list(self.live):
+        for telemetry in self.live():
             if (counters := telemetry.counters) is not None:
                 yield Observation(counters.invalidations, telemetry.attributes)
 
@@ -167,10 +183,10 @@ class OtelTelemetry(Telemetry):
 
     def bind(self, slot: Slot, backoff: Backoff, counters: Counters, clock: Clock) -> None:
         self._slot, self._backoff, self.counters, self._clock = slot, backoff, counters, clock
-        self.instruments.live.add(self)
+        self.instruments.watch(self, live=True)
 
     def close(self) -> None:
-        self.instruments.live.discard(self)
+        self.instruments.watch(self, live=False)
 
     @contextlib.contextmanager
     def attempt(self, reason: Reason) -> Iterator[None]:
