@@ -169,8 +169,6 @@ class OtelTelemetry(Telemetry):
     """One manager's telemetry through OpenTelemetry."""
 
     def __init__(self, platform: str, name: str) -> None:
-        self.platform = platform
-        self.name = name
         self.attributes: dict[str, Any] = {
             "aioica_auth.platform": platform,
             "aioica_auth.manager": name,
@@ -205,7 +203,7 @@ class OtelTelemetry(Telemetry):
         lease, clock, backoff = self.lease(), self._clock, self._backoff
         if lease is None or clock is None or backoff is None:
             return Health.NONE
-        return health_of(lease, lease.state(lease.now(clock)), backoff.failures)
+        return health_of(lease.state(lease.now(clock)), backoff.failures)
 
 
 class _Recorder:

@@ -231,7 +231,7 @@ class Renewal:
         current = self._slot.lease
         state = None if current is None else current.state(current.now(clock))
         live = None if current is None or state is TokenState.EXPIRED else current.token
-        reason = reason_of(current, state, ever=self._ever)
+        reason = reason_of(state, ever=self._ever)
         if self._invalidated:
             reason, self._invalidated = Reason.INVALIDATED, False
         try:

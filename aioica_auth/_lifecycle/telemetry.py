@@ -20,18 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import logging
-from collections.abc import Iterator
 
 from .._clock import Clock
 from .backoff import Backoff
-from .lease import Lease, TokenState
+from .lease import TokenState
 from .slot import Slot
 from .stats import Counters
 
 __all__ = ["NO_TELEMETRY", "Health", "Reason", "Telemetry", "health_of", "reason_of"]
-
-logger = logging.getLogger("aioica_auth")
 
 
 class Reason(enum.StrEnum):
@@ -56,10 +52,11 @@ class Health(enum.StrEnum):
     EXPIRED = "expired"
 
 
-def reason_of(lease: Lease | None, state: TokenState | None, *, ever: bool) -> Reason:
-    """Why an attempt runs now, judged from the token in use (`state`, read now) and whether
-    the manager ever held one; an invalidation says so itself (`Renewal.drop`)."""
-    if lease is None or state is None:
+def reason_of(state: TokenState | None, *, ever: bool) -> Reason:
+    """Why an attempt runs now, judged from the state of the token in use read now (None:
+    no token) and whether the manager ever held one; an invalidation says so itself
+    (`Renewal.drop`)."""
+    if state is None:
         return Reason.EXPIRED if ever else Reason.INITIAL
     if state is TokenState.FRESH or state is TokenState.NOT_YET_VALID:
         return Reason.MIN_VALIDITY  # nothing else renews a token this young
@@ -68,9 +65,10 @@ def reason_of(lease: Lease | None, state: TokenState | None, *, ever: bool) -> R
     return Reason.EXPIRED  # MUST_WAIT or EXPIRED: callers wait for this one
 
 
-def health_of(lease: Lease | None, state: TokenState | None, failures: int) -> Health:
-    """The token's `Health`: its `state` read now, and the renewal failures in a row."""
-    if lease is None or state is None:
+def health_of(state: TokenState | None, failures: int) -> Health:
+    """The token's `Health`: its `state` read now (None: no token), and the renewal failures
+    in a row."""
+    if state is None:
         return Health.NONE
     if state is TokenState.EXPIRED:
         return Health.EXPIRED
@@ -84,24 +82,16 @@ def health_of(lease: Lease | None, state: TokenState | None, failures: int) -> H
 class Telemetry:
     """A manager's telemetry. This base records nothing: no OpenTelemetry."""
 
-    name = "default"
-    platform = "ica"
-
     def bind(self, slot: Slot, backoff: Backoff, counters: Counters, clock: Clock) -> None:
         """What the observable instruments read (the manager's parts, once built)."""
 
     def attempt(self, reason: Reason) -> contextlib.AbstractContextManager[None]:
         """Around one renewal attempt, keep-alive or revoke: its requests are recorded with
         `reason` (in the current task only)."""
-        return _nothing()
+        return contextlib.nullcontext()
 
     def close(self) -> None:
         """The manager closed: its token is no longer observed."""
-
-
-@contextlib.contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 NO_TELEMETRY = Telemetry()

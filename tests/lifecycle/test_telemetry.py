@@ -20,9 +20,6 @@ from aioica_auth._lifecycle import engine, telemetry
 from aioica_auth._lifecycle.lease import TokenState
 from aioica_auth._lifecycle.telemetry import Health, Reason, health_of, reason_of
 
-from ..fakes import ManualClock
-from .test_state import fresh_lease
-
 
 @pytest.mark.parametrize(
     ("state", "ever", "expected"),
@@ -37,8 +34,7 @@ from .test_state import fresh_lease
     ],
 )
 def test_the_reason_of_an_attempt(state: TokenState | None, ever: bool, expected: Reason) -> None:
-    lease = None if state is None else fresh_lease(ManualClock())
-    assert reason_of(lease, state, ever=ever) is expected
+    assert reason_of(state, ever=ever) is expected
 
 
 @pytest.mark.parametrize(
@@ -59,8 +55,7 @@ def test_the_reason_of_an_attempt(state: TokenState | None, ever: bool, expected
 )
 def test_the_health_of_a_token(state: TokenState | None, failures: int, expected: Health) -> None:
     """Degraded: renewals failing while the token is still valid; an expired one is expired."""
-    lease = None if state is None else fresh_lease(ManualClock())
-    assert health_of(lease, state, failures) is expected
+    assert health_of(state, failures) is expected
 
 
 def test_the_names_are_the_documented_ones() -> None:
